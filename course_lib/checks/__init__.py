@@ -1,0 +1,5 @@
+"""Exercise checkers: ``checks.check_*(student_function)`` prints a ✓ line, or raises ``ExerciseNotDone`` (the
+placeholder is still there) or ``ExerciseIncorrect`` (a wrong answer) with a hint. One submodule per notebook."""
+
+from .core import ExerciseIncorrect, ExerciseNotDone, check_close, fail, passed  # noqa: F401
+from .lowrank import check_rank_k_approx, check_storage_count  # noqa: F401

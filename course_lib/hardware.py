@@ -1,0 +1,123 @@
+"""Which device to run on, which dtype to compute in, and a report of the environment.
+
+The rules (see the course design): CUDA, then Apple MPS, then CPU. bf16 only on GPUs of compute capability >= 8.0
+(Ampere or newer): ``torch.cuda.is_bf16_supported()`` answers True on a T4 (7.5) through emulation, which is slow,
+so it is not trusted alone. fp16 on older GPUs (with loss scaling and fp32 adapters), fp32 on CPU, where bf16
+matmuls are many times slower than fp32.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import sys
+
+import torch
+
+PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "datasets", "accelerate", "numpy", "matplotlib")
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """CUDA if present, then MPS, then CPU. ``prefer`` ("cuda", "mps" or "cpu") forces one, with a clear error."""
+    if prefer is not None:
+        prefer = prefer.lower()
+        available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": _mps_available()}
+        if prefer not in available:
+            raise ValueError(f"unknown device {prefer!r}: use one of 'cuda', 'mps', 'cpu' (or None to choose).")
+        if not available[prefer]:
+            raise RuntimeError(
+                f"device {prefer!r} was requested but is not available here. "
+                "On Colab: Runtime > Change runtime type > T4 GPU. Or pass prefer=None to use what there is."
+            )
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def supports_bf16(device: torch.device | str | None = None) -> bool:
+    """True only where bf16 is native: CUDA compute capability >= 8.0. (MPS and CPU: False for speed reasons.)"""
+    device = torch.device(device) if device is not None else pick_device()
+    if device.type != "cuda":
+        return False
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def compute_dtype(device: torch.device | str | None = None, requested: torch.dtype | None = None) -> torch.dtype:
+    """The dtype to compute in on ``device``: bf16 on Ampere+, fp16 on older GPUs and MPS, fp32 on CPU.
+
+    ``requested`` is honoured when it can run well there; bf16 on a pre-Ampere GPU raises with the way out.
+    """
+    device = torch.device(device) if device is not None else pick_device()
+    if requested is not None:
+        if requested == torch.bfloat16 and device.type == "cuda" and not supports_bf16(device):
+            name = torch.cuda.get_device_name(device)
+            cap = ".".join(map(str, torch.cuda.get_device_capability(device)))
+            raise ValueError(
+                f"bf16 was requested, but {name} (compute capability {cap}) has no native bf16 "
+                "(needs >= 8.0, e.g. A100, L4, RTX 30xx). Use torch.float16 with loss scaling "
+                "(Trainer: fp16=True), or compute_dtype(device) to choose automatically."
+            )
+        return requested
+    if device.type == "cuda":
+        return torch.bfloat16 if supports_bf16(device) else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def _version(pkg: str) -> str:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment() -> dict[str, str]:
+    """The facts the report prints, as a dict (tested, and reused by the build's index page)."""
+    device = pick_device()
+    info = {
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "cpu cores": str(os.cpu_count()),
+    }
+    info.update({pkg: _version(pkg) for pkg in PACKAGES})
+    info["course_lib"] = _version("course-lib")
+    info["device"] = device.type
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["gpu"] = f"{props.name} (compute capability {props.major}.{props.minor})"
+        info["gpu memory"] = f"{props.total_memory / 2**30:.1f} GiB"
+    info["compute dtype"] = str(compute_dtype(device)).replace("torch.", "")
+    ram = _total_ram_bytes()
+    if ram:
+        info["ram"] = f"{ram / 2**30:.1f} GiB"
+    info["on colab"] = str(on_colab())
+    return info
+
+
+def _total_ram_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def on_colab() -> bool:
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def report() -> dict[str, str]:
+    """Print the environment (first code cell of every notebook) and return it."""
+    info = environment()
+    width = max(map(len, info))
+    for key, value in info.items():
+        print(f"{key:<{width}}  {value}")
+    return info

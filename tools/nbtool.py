@@ -1,0 +1,227 @@
+"""The notebook pipeline: one source of text (jupytext py:percent), executed .ipynb, generated exercises.
+
+    python tools/nbtool.py execute [NAME ...]   regenerate and execute notebooks/NN_*.ipynb from notebooks/NN_*.py
+    python tools/nbtool.py course               execute every notebook into build/ (+ HTML), print a time table
+    python tools/nbtool.py exercises            regenerate exercises/ (and solutions/*.ipynb) from solutions/*.py
+    python tools/nbtool.py check                fail when a pair is out of sync or exercises are stale
+
+Exercise markers: in a solution, code between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` (inside a function
+body) is replaced in the exercise copy by ``raise NotImplementedError``; the cell must then call a
+``checks.check_*`` function, which turns the placeholder into a friendly message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS, SOLUTIONS, EXERCISES, BUILD = (ROOT / d for d in ("notebooks", "solutions", "exercises", "build"))
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+PLACEHOLDER = 'raise NotImplementedError("Exercise: write your code here, then run the check below.")'
+
+
+class PipelineError(RuntimeError):
+    pass
+
+
+def sources(folder: Path, names: list[str] | None = None) -> list[Path]:
+    paths = sorted(p for p in folder.glob("[0-9][0-9]_*.py"))
+    if names:
+        wanted = [p for p in paths if p.stem in names or p.stem[:2] in names]
+        missing = set(names) - {p.stem for p in wanted} - {p.stem[:2] for p in wanted}
+        if missing:
+            raise PipelineError(f"no notebook source named {sorted(missing)} in {folder}; have {[p.stem for p in paths]}")
+        paths = wanted
+    return paths
+
+
+def read_source(path: Path) -> nbformat.NotebookNode:
+    nb = jupytext.read(path)
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    nb.metadata.pop("jupytext", None)  # pairing info is ours to keep, not per-notebook state
+    return nb
+
+
+def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 1800) -> float:
+    from nbclient import NotebookClient
+
+    start = time.perf_counter()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    return time.perf_counter() - start
+
+
+def write_ipynb(nb: nbformat.NotebookNode, path: Path) -> None:
+    tmp = path.with_suffix(".ipynb.tmp")
+    nbformat.write(nb, tmp)
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------------------- execute
+def cmd_execute(names: list[str]) -> None:
+    for py in sources(NOTEBOOKS, names):
+        nb = read_source(py)
+        print(f"executing {py.name} ...", flush=True)
+        seconds = execute(nb, py.parent)
+        write_ipynb(nb, py.with_suffix(".ipynb"))
+        print(f"  wrote {py.with_suffix('.ipynb').relative_to(ROOT)} in {seconds:.0f} s", flush=True)
+
+
+def cmd_course(names: list[str]) -> None:
+    from nbconvert import HTMLExporter
+
+    out_nb, out_html = BUILD / "notebooks", BUILD / "html"
+    out_nb.mkdir(parents=True, exist_ok=True)
+    out_html.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    for py in sources(NOTEBOOKS, names):
+        nb = read_source(py)
+        print(f"executing {py.name} ...", flush=True)
+        times[py.stem] = execute(nb, py.parent)
+        write_ipynb(nb, out_nb / f"{py.stem}.ipynb")
+        html, _ = HTMLExporter().from_notebook_node(nb)
+        (out_html / f"{py.stem}.html").write_text(html, encoding="utf-8")
+    (BUILD / "times.json").write_text(json.dumps(times, indent=2))
+    width = max(map(len, times)) if times else 8
+    print(f"\n{'notebook':<{width}}  run time")
+    for name, seconds in times.items():
+        print(f"{name:<{width}}  {seconds:7.1f} s")
+    print(f"{'total':<{width}}  {sum(times.values()):7.1f} s")
+    print(f"\nexecuted notebooks: {out_nb.relative_to(ROOT)}/   HTML: {out_html.relative_to(ROOT)}/")
+
+
+# ------------------------------------------------------------------------------------------------- exercises
+def to_exercise(code: str, where: str = "<cell>") -> str:
+    """Replace each BEGIN/END SOLUTION block by an indented placeholder that raises NotImplementedError."""
+    out, inside, indent = [], False, ""
+    for lineno, line in enumerate(code.splitlines(), 1):
+        stripped = line.strip()
+        if stripped == BEGIN:
+            if inside:
+                raise PipelineError(f"{where}, line {lineno}: {BEGIN} inside another solution block")
+            inside, indent = True, line[: len(line) - len(line.lstrip())]
+            if not indent:
+                raise PipelineError(
+                    f"{where}, line {lineno}: put solution markers inside a function body, so the exercise copy "
+                    "defines a function that its checker can call"
+                )
+            out.append(f"{indent}# YOUR CODE HERE")
+            out.append(f"{indent}{PLACEHOLDER}")
+        elif stripped == END:
+            if not inside:
+                raise PipelineError(f"{where}, line {lineno}: {END} without {BEGIN}")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise PipelineError(f"{where}: {BEGIN} is never closed by {END}")
+    return "\n".join(out)
+
+
+def exercise_cells(nb: nbformat.NotebookNode) -> list[int]:
+    return [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and BEGIN in c.source]
+
+
+def validate_exercise_cell(source: str, where: str) -> None:
+    after = source.rsplit(END, 1)[-1]
+    if not re.search(r"^\s*checks\.check_\w+\(", after, flags=re.M):
+        raise PipelineError(f"{where}: an exercise cell must end with a course_lib checks.check_*(...) call")
+
+
+def make_exercise(py: Path) -> nbformat.NotebookNode:
+    nb = read_source(py)
+    cells = exercise_cells(nb)
+    if not cells:
+        raise PipelineError(f"{py.name} has no {BEGIN} block: a solution file must hold at least one exercise")
+    for i in cells:
+        where = f"{py.name}, cell {i}"
+        validate_exercise_cell(nb.cells[i].source, where)
+        nb.cells[i].source = to_exercise(nb.cells[i].source, where)
+    return nb
+
+
+def cmd_exercises() -> None:
+    EXERCISES.mkdir(exist_ok=True)
+    for py in sources(SOLUTIONS):
+        ex = make_exercise(py)
+        jupytext.write(ex, EXERCISES / py.name, fmt="py:percent")
+        write_ipynb(ex, EXERCISES / f"{py.stem}.ipynb")
+        write_ipynb(read_source(py), SOLUTIONS / f"{py.stem}.ipynb")
+        print(f"wrote exercises/{py.name} and .ipynb, solutions/{py.stem}.ipynb")
+
+
+# ----------------------------------------------------------------------------------------------------- check
+def cell_signature(nb) -> list[tuple[str, str]]:
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+def check_pair(py: Path, executed: bool) -> list[str]:
+    ipynb = py.with_suffix(".ipynb")
+    rel = ipynb.relative_to(ROOT)
+    if not ipynb.exists():
+        return [f"{rel} is missing: run `make notebooks`" if executed else f"{rel} is missing: run `make exercises`"]
+    fix = "run `make notebooks`" if executed else "run `make exercises`"
+    nb = nbformat.read(ipynb, as_version=4)
+    problems = []
+    if cell_signature(nb) != cell_signature(read_source(py)):
+        problems.append(f"{rel} does not match {py.name}: {fix}")
+    if executed:
+        unrun = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip() and c.execution_count is None]
+        if unrun:
+            problems.append(f"{rel} has unexecuted code cells {unrun[:5]}: {fix}")
+        errors = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and any(o.output_type == "error" for o in c.outputs)]
+        if errors:
+            problems.append(f"{rel} has cells that raised {errors}: fix them and {fix}")
+    return problems
+
+
+def cmd_check() -> None:
+    problems: list[str] = []
+    notebooks = sources(NOTEBOOKS)
+    if not notebooks:
+        problems.append("no notebooks/NN_*.py found")
+    for py in notebooks:
+        problems += check_pair(py, executed=True)
+    for py in sources(SOLUTIONS):
+        problems += check_pair(py, executed=False)
+        ex_py = EXERCISES / py.name
+        try:
+            expected = make_exercise(py)
+        except PipelineError as exc:
+            problems.append(str(exc))
+            continue
+        if not ex_py.exists() or cell_signature(read_source(ex_py)) != cell_signature(expected):
+            problems.append(f"exercises/{py.name} is stale (solutions/{py.name} changed): run `make exercises`")
+        else:
+            problems += check_pair(ex_py, executed=False)
+    stray = {p.name for p in EXERCISES.glob("*.py")} - {p.name for p in sources(SOLUTIONS)}
+    problems += [f"exercises/{name} has no solution in solutions/: delete it or add the solution" for name in sorted(stray)]
+    if problems:
+        print("Out of sync:\n  " + "\n  ".join(problems))
+        sys.exit(1)
+    print(f"in sync: {len(notebooks)} notebooks, {len(sources(SOLUTIONS))} solution/exercise pairs")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["execute", "course", "exercises", "check"])
+    parser.add_argument("names", nargs="*", help="notebook names or numbers (default: all)")
+    args = parser.parse_args(argv)
+    try:
+        {"execute": lambda: cmd_execute(args.names), "course": lambda: cmd_course(args.names),
+         "exercises": cmd_exercises, "check": cmd_check}[args.command]()
+    except PipelineError as exc:
+        sys.exit(f"error: {exc}")
+
+
+if __name__ == "__main__":
+    main()
