@@ -1,0 +1,95 @@
+"""Matplotlib helpers shared by the notebooks: one function per figure a notebook draws.
+
+Each helper takes plain data (lists, dicts, DataFrames), draws one figure and returns the matplotlib Axes so a
+notebook can tweak it. Other modules may append helpers at the end of this file.
+"""
+from __future__ import annotations
+
+
+# ------------------------------------------------------------------------------- 01 low-rank intuition
+def plot_spectra(spectra: dict, *, title: str = "Singular value spectra", normalise: bool = True, ax=None):
+    """Singular values (largest first) of several matrices on a log y-axis; normalised by the largest if asked."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    for label, S in spectra.items():
+        s = S.double() / S.double().max() if normalise else S.double()
+        ax.semilogy(range(1, s.numel() + 1), s.numpy(), label=label)
+    ax.set_xlabel("index i")
+    ax.set_ylabel("σ_i / σ_1" if normalise else "σ_i")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    return ax
+
+
+def plot_energy(spectra: dict, *, max_k: int | None = None, ax=None):
+    """Cumulative fraction of energy (sum of σ²) captured by the top k singular values."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    for label, S in spectra.items():
+        e = S.double().pow(2)
+        cumulative = (e.cumsum(0) / e.sum()).numpy()
+        k = max_k or cumulative.size
+        ax.plot(range(1, min(k, cumulative.size) + 1), cumulative[:k], label=label)
+    ax.set_xlabel("k (number of singular directions kept)")
+    ax.set_ylabel("energy captured")
+    ax.set_ylim(0, 1.02)
+    ax.axhline(0.9, color="grey", ls=":", lw=1)
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    return ax
+
+
+def plot_rank_grid(images: dict, *, cmap: str = "gray", suptitle: str | None = None):
+    """Show matrices as images side by side (e.g. a photo reconstructed at several ranks)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(images), figsize=(3 * len(images), 3.4))
+    for ax, (label, img) in zip(list(getattr(axes, "flat", [axes])), images.items()):
+        ax.imshow(img.numpy() if hasattr(img, "numpy") else img, cmap=cmap)
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return axes
+
+import matplotlib.pyplot as plt
+
+
+def plot_rank_sweep(sweeps: dict[str, list[dict]], title: str = "LoRA trainable parameters vs rank"):
+    """Rank vs trainable parameters (left) and vs trainable % of the model (right), log-log, one line per sweep.
+
+    ``sweeps`` maps a label (e.g. "Llama-2-7B, q+v") to rows from ``course_lib.counting.rank_sweep``.
+    Returns the two Axes.
+    """
+    fig, (ax_count, ax_pct) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, rows in sweeps.items():
+        ranks = [row["r"] for row in rows]
+        ax_count.plot(ranks, [row["trainable"] for row in rows], marker=".", label=label)
+        ax_pct.plot(ranks, [row["percent"] for row in rows], marker=".", label=label)
+    for ax, ylabel in ((ax_count, "trainable parameters"), (ax_pct, "trainable % of the model")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("rank r")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_pct.axhline(1.0, color="gray", linestyle="--", linewidth=1)
+    ax_count.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return ax_count, ax_pct
+
+
+def plot_losses(losses: list[float], title: str = "training loss"):
+    """Loss per step of a short training run. Returns the Axes."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(range(1, len(losses) + 1), losses, marker="o")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return ax
