@@ -40,7 +40,7 @@ unit: $(STAMP)
 	$(PY) -m pytest tests
 
 nbval: $(STAMP)
-	$(PY) -m pytest $(NBVAL) $(NOTEBOOK_FILES) $(SOLUTION_FILES)
+	COURSE_STATIC_WIDGETS=1 $(PY) -m pytest $(NBVAL) $(NOTEBOOK_FILES) $(SOLUTION_FILES)
 
 sync: $(STAMP)
 	$(PY) tools/nbtool.py check

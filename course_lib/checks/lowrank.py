@@ -6,6 +6,7 @@ import torch
 
 from .core import _call, check_close, fail, passed
 
+
 def check_rank_k_approx(fn) -> None:
     """``fn(W, k)`` must return the best rank-k approximation of W (Eckart–Young), as a tensor of W's shape."""
     from course_lib import lowrank

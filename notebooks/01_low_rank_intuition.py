@@ -1,0 +1,233 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Low-rank intuition
+#
+# **You will:** take a matrix apart with the SVD, build its best rank-k approximation and check Eckart–Young
+# numerically, compare the spectra of real weight matrices with random ones, and measure the fact LoRA is built on:
+# the *update* a short fine-tuning run makes to a weight matrix is much closer to low rank than the weights are.
+#
+# **Runs in:** about 1 minute on a 2-core laptop CPU (`make course` prints the measured time); a GPU does not help here.
+#
+# Everything this notebook computes comes from `course_lib.lowrank`; read it beside the notebook.
+
+# %%
+from course_lib import hardware
+
+hardware.report()
+
+# %%
+import matplotlib.pyplot as plt
+import torch
+
+from course_lib import lowrank, models, plots, widgets
+from course_lib.source import show_source
+
+torch.manual_seed(0)
+torch.set_printoptions(precision=4, sci_mode=False)
+
+# %% [markdown]
+# ## 1. The SVD in one picture
+#
+# Every real `m × n` matrix factors as `W = U · diag(S) · Vᵀ`: `U` (m × p) and `V` (n × p) have orthonormal
+# columns, `p = min(m, n)`, and the singular values `S` are non-negative, largest first. Each term
+# `S[i] · U[:, i] · V[:, i]ᵀ` is a rank-1 matrix; `W` is their sum.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+W = torch.randn(6, 4, dtype=torch.float64)
+U, S, Vh = lowrank.svd(W)
+print("shapes  U", tuple(U.shape), " S", tuple(S.shape), " Vh", tuple(Vh.shape))
+print("singular values sorted, non-negative:", bool((S[:-1] >= S[1:]).all() and (S >= 0).all()))
+print("U has orthonormal columns:", torch.allclose(U.T @ U, torch.eye(4, dtype=torch.float64)))
+print("reconstruction error |W - U diag(S) Vh|_max < 1e-12:", ((U * S) @ Vh - W).abs().max().item() < 1e-12)
+
+# %% [markdown]
+# ## 2. The best rank-k approximation (Eckart–Young)
+#
+# Keep only the `k` largest singular triplets. The Eckart–Young theorem says no rank-k matrix is closer to `W`,
+# and that the error is exactly the part we dropped:
+# `‖W − W_k‖_F = sqrt(S[k]² + S[k+1]² + …)` and `‖W − W_k‖_2 = S[k]` (0-based). The code is four lines:
+
+# %%
+show_source(lowrank.rank_k_approx)
+
+# %% [markdown]
+# Check the theorem numerically: the error measured by forming `W − W_k` against the tail of the singular values,
+# and against a *different* rank-k approximation (projecting onto k random directions), which must do worse.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+g = torch.Generator().manual_seed(0)
+W = torch.randn(200, 100, generator=g, dtype=torch.float64) @ torch.diag(torch.logspace(0, -2, 100, dtype=torch.float64))
+S = lowrank.singular_values(W)
+print(f"{'k':>4} {'‖W−W_k‖_F measured':>20} {'tail of S':>12} {'‖W−W_k‖_2':>12} {'S[k]':>10} {'random rank-k':>14}")
+for k in (1, 5, 10, 25, 50, 99):
+    Wk = lowrank.rank_k_approx(W, k)
+    Q, _ = torch.linalg.qr(torch.randn(100, k, generator=g, dtype=torch.float64))
+    random_k = W @ Q @ Q.T  # the best you can do inside k random directions
+    print(f"{k:>4} {lowrank.approx_error(W, k):>20.6f} {lowrank.tail_norm(S, k):>12.6f} "
+          f"{torch.linalg.matrix_norm(W - Wk, ord=2).item():>12.6f} {S[k].item():>10.6f} "
+          f"{torch.linalg.matrix_norm(W - random_k).item():>14.6f}")
+
+# %% [markdown]
+# The measured Frobenius error equals the tail of the singular values to every printed digit, the spectral error
+# equals the next singular value, and k random directions lose far more. That is what "best rank-k" means.
+#
+# ## 3. Seeing it: a photograph at several ranks
+#
+# A grayscale photo is just a matrix. Rank-k storage costs `k·(m + n)` numbers instead of `m·n`.
+
+# %%
+import matplotlib.cbook
+
+with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+    photo = torch.tensor(plt.imread(f)).float().mean(dim=2) / 255.0  # RGB -> gray in [0, 1]
+m, n = photo.shape
+print(f"photo: {m} x {n} = {m * n:,} numbers")
+approx = {f"rank {k}\n{lowrank.storage_count(m, n, k)[1] / (m * n):.0%} of storage": lowrank.rank_k_approx(photo, k)
+          for k in (1, 5, 20, 50)}
+plots.plot_rank_grid({"original": photo, **{label: a.clamp(0, 1) for label, a in approx.items()}})
+
+# %% [markdown]
+# Move the slider to choose the rank yourself (in Jupyter or Colab; a static version is shown when there is no
+# widget frontend, e.g. in CI or the HTML build):
+
+# %%
+_ = widgets.rank_explorer(photo, ks=(5, 50))
+
+# %% [markdown]
+# A photo has structure — smooth regions, edges that repeat — so its spectrum decays fast and a few directions carry
+# most of it. Does a trained weight matrix look like that?
+#
+# ## 4. Spectra of real weight matrices vs random ones
+#
+# Load the embedded model (SmolLM2-135M-Instruct, 30 layers, hidden size 576) and take every linear layer of one
+# block. Next to each, a Gaussian matrix of the same shape and standard deviation.
+
+# %%
+model, tokenizer = models.load_causal_lm()
+block = 15
+names = [f"model.layers.{block}.self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "o_proj")] + \
+        [f"model.layers.{block}.mlp.{p}" for p in ("gate_proj", "up_proj", "down_proj")]
+modules = dict(model.named_modules())
+weights = {name.split(".")[-1]: modules[name].weight.detach().float() for name in names}
+
+# %%
+# NBVAL_CHECK_OUTPUT
+lines = [f"{'matrix':<10} {'shape':>12} {'eff. rank':>10} {'(random)':>9} {'top-8 energy':>13} {'(random)':>9} "
+         f"{'rank for 90%':>13} {'(random)':>9}"]
+for label, Wt in weights.items():
+    real, rnd = lowrank.spectrum_summary(Wt), lowrank.spectrum_summary(lowrank.random_like(Wt))
+    lines.append(f"{label:<10} {str(tuple(Wt.shape)):>12} {real['effective rank']:>10.0f} {rnd['effective rank']:>9.0f} "
+                 f"{real['energy in top 8']:>13.1%} {rnd['energy in top 8']:>9.1%} "
+                 f"{real['rank for 90% energy']:>13} {rnd['rank for 90% energy']:>9}")
+print("\n".join(lines))
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+plots.plot_spectra({"q_proj (trained)": lowrank.singular_values(weights["q_proj"]),
+                    "down_proj (trained)": lowrank.singular_values(weights["down_proj"]),
+                    "random, same shape as q_proj": lowrank.singular_values(lowrank.random_like(weights["q_proj"]))},
+                   ax=axes[0])
+plots.plot_energy({"q_proj (trained)": lowrank.singular_values(weights["q_proj"]),
+                   "random": lowrank.singular_values(lowrank.random_like(weights["q_proj"]))}, ax=axes[1])
+plt.show()
+
+# %% [markdown]
+# Trained weights are more structured than noise (a few large directions; query and key matrices most of all),
+# but they are far from low rank: 90% of their energy needs a large fraction of all directions. Compressing the
+# *weights* to rank 8 would destroy the model. LoRA does not do that.
+#
+# ## 5. The observation behind LoRA: the *update* is nearly low rank
+#
+# Fine-tune one layer fully — every one of its 576 × 576 = 331,776 numbers is trainable — for 30 AdamW steps on
+# a small arithmetic task (`"Q: What is 3 plus 4? A: 7."`), then look at the SVD of `ΔW = W_after − W_before`.
+
+# %%
+train_texts = [f"Q: What is {a} plus {b}? A: {a + b}." for a in range(10) for b in range(10)]
+eval_texts = [f"Q: What is {a} plus {b}? A: {a + b}." for a in range(10, 20) for b in range(10, 15)]
+layer = f"model.layers.{block}.self_attn.q_proj"
+W_before, W_after, losses = lowrank.finetune_one_layer(model, tokenizer, layer, train_texts, steps=30, lr=1e-4)
+delta = W_after - W_before
+print(f"training loss {losses[0]:.2f} -> {losses[-1]:.2f};  ‖ΔW‖/‖W‖ = {delta.norm() / W_before.norm():.2%}")
+
+# %%
+print(f"{'matrix':<16} {'eff. rank':>10} {'top-8 energy':>13} {'top-32 energy':>14} {'rank for 90%':>13}")
+for label, M in {"W (before)": W_before, "ΔW (the update)": delta, "random": lowrank.random_like(delta)}.items():
+    s = lowrank.spectrum_summary(M)
+    print(f"{label:<16} {s['effective rank']:>10.0f} {s['energy in top 8']:>13.1%} {s['energy in top 32']:>14.1%} "
+          f"{s['rank for 90% energy']:>13}")
+plots.plot_energy({"W": lowrank.singular_values(W_before), "ΔW": lowrank.singular_values(delta),
+                   "random": lowrank.singular_values(lowrank.random_like(delta))}, max_k=200)
+
+# %% [markdown]
+# The update's energy is concentrated in a handful of directions, unlike the weights it modifies. Energy is one
+# thing; what matters is the model's behaviour. Replace the full update by its best rank-k approximation
+# and measure the loss on held-out sums the layer never saw:
+
+# %%
+import contextlib
+
+
+@contextlib.contextmanager
+def weight_set_to(module, value):
+    original = module.weight.detach().clone()
+    module.weight.data.copy_(value)
+    try:
+        yield
+    finally:
+        module.weight.data.copy_(original)
+
+
+def eval_loss(texts):
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    with torch.no_grad():
+        return model(**batch, labels=labels).loss.item()
+
+
+target = modules[layer]
+rows = {}
+with weight_set_to(target, W_before):
+    rows["no update"] = eval_loss(eval_texts)
+for k in (1, 2, 4, 8, 16, 64):
+    with weight_set_to(target, W_before + lowrank.rank_k_approx(delta, k)):
+        rows[f"rank-{k} update"] = eval_loss(eval_texts)
+rows[f"full update (rank {min(delta.shape)})"] = eval_loss(eval_texts)
+gain = rows["no update"] - list(rows.values())[-1]
+print(f"{'weights used':<26} {'held-out loss':>13} {'share of the gain':>18}")
+for label, loss in rows.items():
+    print(f"{label:<26} {loss:>13.4f} {(rows['no update'] - loss) / gain:>18.0%}")
+
+# %% [markdown]
+# A rank-8 slice of the update keeps most of the improvement on held-out data, at a fraction of its numbers:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+full, factors = lowrank.storage_count(576, 576, 8)
+print(f"a 576 x 576 update: {full:,} numbers; as rank-8 factors B (576 x 8) and A (8 x 576): {factors:,} "
+      f"({factors / full:.1%})")
+
+# %% [markdown]
+# **That is LoRA's bet:** if the update a fine-tune needs is close to low rank, train it *directly* in factored form,
+# `ΔW = B·A` with `B` of shape `m × r` and `A` of shape `r × n`, and leave `W` frozen. Notebook 02 builds exactly that.
+#
+# Caveats, measured here and worth remembering: this is one layer, one tiny task and 30 steps of one optimiser;
+# longer, harder fine-tunes have higher-rank updates (which is why larger `r` sometimes helps). The embedded model's
+# weights went through 4-bit (Q4_1) quantization once when they were packaged; the spectra above are of those weights.
+#
+# ## Exercise
+# `solutions/01_low_rank_intuition.py` (and the student copy in `exercises/`): write the rank-k approximation and
+# the storage count yourself; the checker tells you when they are right.
+

@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from course_lib import hardware
+
+
+def test_cpu_defaults():
+    assert hardware.pick_device() == torch.device("cpu")  # CI has no GPU
+    assert hardware.compute_dtype("cpu") == torch.float32
+    assert hardware.supports_bf16("cpu") is False
+
+
+def test_forcing_an_absent_device_explains(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="not available here.*T4 GPU"):
+        hardware.pick_device("cuda")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        hardware.pick_device("tpu")
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_dtype_follows_compute_capability(monkeypatch, capability, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what a T4 claims; not trusted
+    assert hardware.compute_dtype("cuda") == expected
+
+
+def test_bf16_on_a_t4_is_refused_with_the_way_out(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    with pytest.raises(ValueError, match=r"Tesla T4 \(compute capability 7.5\).*float16"):
+        hardware.compute_dtype("cuda", requested=torch.bfloat16)
+    assert hardware.compute_dtype("cuda", requested=torch.float16) == torch.float16
+
+
+def test_report_prints_versions(capsys):
+    info = hardware.report()
+    out = capsys.readouterr().out
+    for key in ("torch", "transformers", "peft", "bitsandbytes", "device", "compute dtype"):
+        assert key in info and key in out
+    assert info["device"] == "cpu" and info["compute dtype"] == "float32"

@@ -1,0 +1,79 @@
+"""The notebook and exercise pipeline: sync checks catch drift, exercises are generated and fail helpfully."""
+
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import nbtool  # noqa: E402
+
+SOLUTION = '''def f(x):
+    ### BEGIN SOLUTION
+    return x + 1
+    ### END SOLUTION
+
+
+checks.check_something(f)'''
+
+
+def test_solution_block_becomes_a_placeholder():
+    out = nbtool.to_exercise(SOLUTION)
+    assert "return x + 1" not in out and "BEGIN SOLUTION" not in out
+    assert "    # YOUR CODE HERE\n    raise NotImplementedError(" in out
+    assert out.endswith("checks.check_something(f)")
+
+
+@pytest.mark.parametrize(
+    "source, match",
+    [
+        ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", "inside a function body"),
+        ("def f():\n    ### BEGIN SOLUTION\n    return 1", "never closed"),
+        ("def f():\n    return 1\n    ### END SOLUTION", "without"),
+        ("def f():\n    ### BEGIN SOLUTION\n    ### BEGIN SOLUTION\n", "inside another"),
+    ],
+)
+def test_malformed_markers_are_refused(source, match):
+    with pytest.raises(nbtool.PipelineError, match=match):
+        nbtool.to_exercise(source)
+
+
+def test_exercise_cell_must_end_with_a_checker():
+    nbtool.validate_exercise_cell(SOLUTION, "x")
+    with pytest.raises(nbtool.PipelineError, match=r"checks.check_\*"):
+        nbtool.validate_exercise_cell(SOLUTION.rsplit("\n", 1)[0], "x")
+
+
+def _executed_pair(folder: Path) -> Path:
+    py = folder / "01_demo.py"
+    py.write_text("# %% [markdown]\n# # Demo\n\n# %%\nprint(1)\n\n# %%\nx = 2\n")
+    nb = nbtool.read_source(py)
+    for n, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        cell.execution_count = n + 1
+    nbformat.write(nb, py.with_suffix(".ipynb"))
+    return py
+
+
+def test_sync_check_catches_an_edited_source_and_an_unexecuted_notebook(tmp_path):
+    py = _executed_pair(tmp_path)
+    assert nbtool.check_pair(py, executed=True) == []
+
+    py.write_text(py.read_text() + "\n# %%\nprint('a new cell')\n")
+    assert any("does not match" in p for p in nbtool.check_pair(py, executed=True))
+
+    py = _executed_pair(tmp_path)
+    nb = nbformat.read(py.with_suffix(".ipynb"), as_version=4)
+    nb.cells[2].execution_count = None
+    nbformat.write(nb, py.with_suffix(".ipynb"))
+    assert any("unexecuted code cells [2]" in p for p in nbtool.check_pair(py, executed=True))
+
+
+def test_every_notebook_opens_with_goals_run_time_and_environment_report():
+    for py in nbtool.sources(nbtool.NOTEBOOKS):
+        nb = nbtool.read_source(py)
+        first_md = next(c for c in nb.cells if c.cell_type == "markdown").source
+        first_code = next(c for c in nb.cells if c.cell_type == "code").source
+        assert "**You will:**" in first_md and "**Runs in:**" in first_md, py.name
+        assert "hardware.report()" in first_code, py.name
