@@ -95,7 +95,7 @@ with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
     photo = torch.tensor(plt.imread(f)).float().mean(dim=2) / 255.0  # RGB -> gray in [0, 1]
 m, n = photo.shape
 print(f"photo: {m} x {n} = {m * n:,} numbers")
-approx = {f"rank {k}\n{lowrank.storage_count(m, n, k)[1] / (m * n):.0%} of storage": lowrank.rank_k_approx(photo, k)
+approx = {f"rank {k}\n{lowrank.storage_count(m, n, k)[1] / (m * n):.1%} of storage": lowrank.rank_k_approx(photo, k)
           for k in (1, 5, 20, 50)}
 plots.plot_rank_grid({"original": photo, **{label: a.clamp(0, 1) for label, a in approx.items()}})
 

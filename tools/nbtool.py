@@ -93,12 +93,31 @@ def cmd_course(names: list[str]) -> None:
         html, _ = HTMLExporter().from_notebook_node(nb)
         (out_html / f"{py.stem}.html").write_text(html, encoding="utf-8")
     (BUILD / "times.json").write_text(json.dumps(times, indent=2))
+    write_index(times)
     width = max(map(len, times)) if times else 8
     print(f"\n{'notebook':<{width}}  run time")
     for name, seconds in times.items():
         print(f"{name:<{width}}  {seconds:7.1f} s")
     print(f"{'total':<{width}}  {sum(times.values()):7.1f} s")
-    print(f"\nexecuted notebooks: {out_nb.relative_to(ROOT)}/   HTML: {out_html.relative_to(ROOT)}/")
+    print(f"\nexecuted notebooks: {_rel(out_nb)}/   HTML: {_rel(out_html)}/   index: {_rel(BUILD / 'index.html')}")
+
+
+def write_index(times: dict[str, float]) -> None:
+    """build/index.html: a link per executed notebook, its run time, and the environment it ran in."""
+    import html
+    import subprocess
+
+    env = subprocess.run([sys.executable, "-c", "from course_lib import hardware; import json; "
+                          "print(json.dumps(hardware.environment()))"], capture_output=True, text=True, check=True)
+    rows = "".join(f'<tr><td><a href="html/{name}.html">{html.escape(name)}</a></td><td>{sec:.1f} s</td></tr>'
+                   for name, sec in times.items())
+    env_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
+                       for k, v in json.loads(env.stdout).items())
+    (BUILD / "index.html").write_text(
+        "<!doctype html><meta charset='utf-8'><title>LoRA & QLoRA course: executed notebooks</title>"
+        "<h1>LoRA &amp; QLoRA, from the matrix up</h1><h2>Notebooks</h2>"
+        f"<table><tr><th>notebook</th><th>run time</th></tr>{rows}</table>"
+        f"<h2>Environment</h2><table>{env_rows}</table>", encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------------------- exercises
