@@ -1,0 +1,328 @@
+"""Memory budgets of fine-tuning (notebook 05): predict peak GPU memory for full fine-tuning, LoRA and QLoRA.
+
+``estimate_training_memory`` predicts ``torch.cuda.max_memory_allocated()`` during training steps (after loading)
+of a Hugging Face Llama-family model trained the common way:
+
+* sdpa attention, AdamW (PyTorch's default foreach implementation), gradient checkpointing on every decoder layer,
+  no padding mask, and ``loss = model(input_ids, labels=labels).loss`` (the output, with its logits, is dropped
+  before ``backward`` as the Trainer does);
+* "full": every parameter trained in ``compute_dtype``; AdamW's two states take the parameters' dtype;
+* "lora": the base model in ``compute_dtype``, PEFT adapters in fp32 (PEFT's default ``autocast_adapter_dtype``);
+* "qlora": linear layers in 4-bit NF4 (double quantization by default), then PEFT's
+  ``prepare_model_for_kbit_training``, which upcasts every parameter that is not 4-bit (embeddings, lm_head,
+  norms) to fp32. The embedding output is then fp32, so the whole residual stream and the logits are fp32 too.
+
+The peak is the static part (weights, quantization state, adapters, their gradients, AdamW state) plus the largest
+of three moments: the loss (logits, log-softmax and their gradients: 12 bytes per logit), the backward pass of one
+recomputed decoder layer, and (full fine-tuning) the optimizer step. The per-part fields of ``MemoryEstimate`` say
+what is alive at that peak. Every allocation is rounded up to 512 bytes as the CUDA caching allocator does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import resource
+from dataclasses import dataclass, field
+
+import torch
+
+METHODS = ("full", "lora", "qlora")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+GB = 1e9
+GiB = 2**30
+
+
+def _alloc(nbytes: float) -> int:
+    """Bytes the CUDA caching allocator counts for one tensor of ``nbytes``: rounded up to 512."""
+    return int(math.ceil(nbytes / 512) * 512)
+
+
+def _dtype_bytes(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+@dataclass
+class MemoryEstimate:
+    """Predicted peak memory of a training step, in bytes, split by what is alive at the peak."""
+
+    method: str
+    weights: int
+    quant_state: int
+    adapters: int
+    gradients: int
+    optimizer_state: int
+    activations: int
+    logits: int
+    peak_phase: str
+    trainable_params: int
+    details: dict = field(default_factory=dict)
+
+    PARTS = ("weights", "quant_state", "adapters", "gradients", "optimizer_state", "activations", "logits")
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.breakdown().values())
+
+    @property
+    def total_gb(self) -> float:
+        return self.total_bytes / GB
+
+    def breakdown(self) -> dict[str, int]:
+        return {part: getattr(self, part) for part in self.PARTS}
+
+    def __str__(self) -> str:
+        lines = [f"{self.method}: {self.total_gb:.2f} GB at the {self.peak_phase}"]
+        lines += [f"  {part:<16}{value / GB:8.3f} GB" for part, value in self.breakdown().items()]
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- the config
+def _shape(config) -> dict:
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(f"estimate_training_memory models Llama-family decoders {SUPPORTED_MODEL_TYPES}; got "
+                         f"model_type={model_type!r}. Use a LlamaConfig of the same shape "
+                         "(course_lib.models.synthetic_config) or extend course_lib.memory.")
+    h, heads = config.hidden_size, config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or h // heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    return dict(h=h, inter=config.intermediate_size, L=config.num_hidden_layers, V=config.vocab_size,
+                hq=heads * head_dim, hkv=kv * head_dim, heads=heads, head_dim=head_dim,
+                tied=bool(getattr(config, "tie_word_embeddings", False)),
+                qkv_bias=bool(getattr(config, "attention_bias", model_type == "qwen2")))
+
+
+def linear_shapes(config) -> dict[str, tuple[int, int]]:
+    """(in_features, out_features) of each linear layer of one decoder layer."""
+    return _linears(_shape(config))
+
+
+def _linears(s: dict) -> dict[str, tuple[int, int]]:
+    h, hq, hkv, inter = s["h"], s["hq"], s["hkv"], s["inter"]
+    return {"q_proj": (h, hq), "k_proj": (h, hkv), "v_proj": (h, hkv), "o_proj": (hq, h),
+            "gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h)}
+
+
+def _targets(target_modules) -> tuple[str, ...]:
+    if target_modules == "all-linear":
+        return LINEAR_MODULES
+    if isinstance(target_modules, str):
+        target_modules = (target_modules,)
+    unknown = sorted(set(target_modules) - set(LINEAR_MODULES))
+    if unknown:
+        raise ValueError(f"unknown target module(s) {unknown}: a Llama decoder layer has {list(LINEAR_MODULES)} "
+                         "(or pass 'all-linear').")
+    return tuple(t for t in LINEAR_MODULES if t in target_modules)
+
+
+def parameter_count(config) -> int:
+    """Parameters of the model (tied embeddings counted once)."""
+    s = _shape(config)
+    per_layer = sum(i * o for i, o in linear_shapes(config).values()) + 2 * s["h"]
+    if s["qkv_bias"]:
+        per_layer += s["hq"] + 2 * s["hkv"]
+    return s["L"] * per_layer + s["V"] * s["h"] * (1 if s["tied"] else 2) + s["h"]
+
+
+def nf4_bytes(numel: int, blocksize: int = 64, double_quant: bool = True) -> tuple[int, int]:
+    """(packed 4-bit data, quantization state) bytes of one bitsandbytes ``Params4bit`` as allocated on a GPU."""
+    blocks = math.ceil(numel / blocksize)
+    data = _alloc((numel + 1) // 2)
+    if double_quant:  # uint8 absmax + fp32 absmax of absmax (blocks of 256) + its 256-entry code + offset
+        state = _alloc(blocks) + _alloc(4 * math.ceil(blocks / 256)) + _alloc(256 * 4) + _alloc(4)
+    else:
+        state = _alloc(4 * blocks)
+    return data, state + _alloc(16 * 4)  # + the 16-value NF4 code table
+
+
+# --------------------------------------------------------------------------------------------- the estimate
+def estimate_training_memory(config, method: str, *, r: int = 8, target_modules=("q_proj", "v_proj"),
+                             batch_size: int = 1, seq_len: int = 512, compute_dtype: torch.dtype = torch.bfloat16,
+                             gradient_checkpointing: bool = True, double_quant: bool = True,
+                             blocksize: int = 64) -> MemoryEstimate:
+    """Predict the peak memory of training ``config`` with ``method`` ("full", "lora" or "qlora"); see the module
+    docstring for the recipe this models. ``target_modules``: LoRA targets (names or "all-linear")."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if compute_dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"compute_dtype must be torch.float32, float16 or bfloat16, got {compute_dtype}")
+    if batch_size < 1 or seq_len < 1 or r < 1:
+        raise ValueError("batch_size, seq_len and r must be positive integers")
+    s = _shape(config)
+    h, L, V = s["h"], s["L"], s["V"]
+    n = batch_size * seq_len
+    cb = _dtype_bytes(compute_dtype)
+    linears = linear_shapes(config)
+    targets = _targets(target_modules) if method != "full" else ()
+
+    # ---- static: weights, quantization state, adapters, gradients, optimizer state
+    embeddings = [V * h] if s["tied"] else [V * h, V * h]
+    small = [h] * (2 * L + 1) + ([s["hq"], s["hkv"], s["hkv"]] * L if s["qkv_bias"] else [])
+    quant_state = 0
+    if method == "qlora":
+        packed = [nf4_bytes(i * o, blocksize, double_quant) for i, o in linears.values()]
+        weights = L * sum(p for p, _ in packed) + sum(_alloc(4 * x) for x in embeddings + small)
+        quant_state = L * sum(q for _, q in packed)
+    else:
+        weights = L * sum(_alloc(cb * i * o) for i, o in linears.values()) + sum(_alloc(cb * x) for x in embeddings + small)
+
+    adapter_sizes = [r * i for t in targets for i in [linears[t][0]]] + [linears[t][1] * r for t in targets]
+    adapters = L * sum(_alloc(4 * x) for x in adapter_sizes)
+    if method == "full":
+        trainable = parameter_count(config)
+        gradients, optimizer_state = weights, 2 * weights
+    else:
+        trainable = L * sum(adapter_sizes)
+        gradients, optimizer_state = adapters, 2 * adapters
+
+    # ---- activations: a = bytes of the residual stream
+    a = 4 if method == "qlora" else cb
+    if gradient_checkpointing:
+        stored = L * _alloc(n * h * a) + 2 * _alloc(n * s["head_dim"] * a)  # layer inputs + RoPE cos/sin
+        layer = _layer_backward_bytes(s, n, a, targets, method)
+    else:
+        stored = L * _layer_backward_bytes(s, n, a, targets, method, saved_only=True) + 2 * _alloc(n * s["head_dim"] * a)
+        layer = 0
+    # The loss: fp32 log-softmax output + the gradient nll_loss hands back + the log-softmax gradient, all (n, V),
+    # while the final norm keeps its fp32 input. (A 16-bit model's forward pass holds its logits, an fp32 copy and
+    # the log-softmax: 10 bytes per logit, below these 12.)
+    # Each moment: (activations, logits, gradients, optimizer temporaries) alive then.
+    grads_in_backward = 0 if method == "full" else gradients  # full: set to None by zero_grad() after each step
+    phases = {"loss (logits backward)": (stored + _alloc(4 * n * h), 3 * _alloc(4 * n * V), grads_in_backward, 0),
+              "backward of the last decoder layer": (stored + layer, 0, grads_in_backward, 0)}
+    if method == "full":  # foreach AdamW allocates one temporary as large as all parameters (sqrt of exp_avg_sq)
+        phases["optimizer step"] = (0, 0, gradients, weights)
+    peak_phase = max(phases, key=lambda k: sum(phases[k]))
+    activations, logits, gradients, optimizer_temporary = phases[peak_phase]
+    optimizer_state += optimizer_temporary
+    return MemoryEstimate(method=method, weights=weights, quant_state=quant_state, adapters=adapters,
+                          gradients=gradients, optimizer_state=optimizer_state, activations=activations,
+                          logits=logits, peak_phase=peak_phase, trainable_params=trainable,
+                          details=dict(tokens=n, stored_activations=stored, layer_backward=layer,
+                                       residual_bytes=a))
+
+
+def _layer_backward_bytes(s: dict, n: int, a: int, targets, method: str, saved_only: bool = False) -> int:
+    """Bytes alive while one recomputed decoder layer runs backward (its saved tensors + gradient temporaries).
+
+    Saved per token: each RMSNorm keeps an fp32 copy of its input (4h); q, k, v after RoPE and the attention output
+    (sdpa keeps q, k, v, out); the MLP keeps gate, silu(gate) and up (3 x intermediate); each LoRA layer keeps its
+    input cast to fp32 (its own copy when the stream is 16-bit; the shared tensor when it is already fp32)."""
+    h, inter, hq, hkv = s["h"], s["inter"], s["hq"], s["hkv"]
+    inputs = {"q_proj": h, "k_proj": h, "v_proj": h, "o_proj": hq, "gate_proj": h, "up_proj": h, "down_proj": inter}
+    per_token = 4 * h + (4 * h if a != 4 else 0)  # two norms' fp32 inputs (in fp32, the first is the checkpoint)
+    per_token += a * (2 * hq + 2 * hkv) + 4 * s["heads"]  # q, k, v, attention output, log-sum-exp
+    per_token += 3 * a * inter
+    if a == 4:  # fp32 stream: LoRA saves the tensors that already exist, once per distinct input
+        groups = [("q_proj", "k_proj", "v_proj"), ("o_proj",), ("gate_proj", "up_proj"), ("down_proj",)]
+        per_token += sum(4 * inputs[g[0]] for g in groups if any(t in targets for t in g))
+    else:
+        per_token += sum(4 * inputs[t] for t in targets)
+    saved = _alloc(n * per_token)
+    if saved_only:
+        return saved
+    # Gradient temporaries at the MLP (the widest point): three intermediate-sized gradients + two hidden-sized.
+    temporaries = _alloc(n * (3 * a * inter + 2 * a * h))
+    if method == "qlora":  # bitsandbytes dequantizes the weight being multiplied to 16-bit
+        temporaries += _alloc(2 * max(i * o for i, o in _linears(s).values()))
+    return saved + temporaries
+
+
+def bytes_per_param(method: str, compute_dtype: torch.dtype = torch.bfloat16, blocksize: int = 64,
+                    double_quant: bool = True) -> dict[str, float]:
+    """The textbook ledger: bytes per *base-model* parameter for weights, gradients and AdamW state."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    from course_lib.nf4 import bits_per_param
+
+    cb = _dtype_bytes(compute_dtype)
+    if method == "full":
+        return {"weights": cb, "gradients": cb, "optimizer": 2 * cb}
+    if method == "lora":
+        return {"weights": cb, "gradients": 0, "optimizer": 0}
+    return {"weights": bits_per_param(blocksize, double_quant) / 8, "gradients": 0, "optimizer": 0}
+
+
+# --------------------------------------------------------------------------------------------- measuring
+@dataclass
+class Measurement:
+    device: str
+    start_bytes: int = 0
+    peak_bytes: int = 0
+    end_bytes: int = 0
+    note: str = ""
+
+    @property
+    def peak_increase_bytes(self) -> int:
+        return self.peak_bytes - self.start_bytes
+
+    def __str__(self) -> str:
+        return (f"{self.device}: start {self.start_bytes / GB:.3f} GB, peak {self.peak_bytes / GB:.3f} GB, "
+                f"end {self.end_bytes / GB:.3f} GB{' (' + self.note + ')' if self.note else ''}")
+
+
+def _rss_bytes() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter (VmHWM) of this process; False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if os.uname().sysname == "Darwin" else 1024)
+
+
+@contextlib.contextmanager
+def measure(device: str | torch.device | None = None):
+    """Measure peak memory inside a ``with`` block: ``torch.cuda.max_memory_allocated`` on CUDA (tensors only),
+    peak resident set size of the whole process on CPU (tensors + Python + libraries).
+
+    >>> with measure() as m:
+    ...     model = load()
+    >>> print(m.peak_bytes, m.peak_increase_bytes)
+    """
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    m = Measurement(device=str(device))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        m.start_bytes = torch.cuda.memory_allocated(device)
+        try:
+            yield m
+        finally:
+            torch.cuda.synchronize(device)
+            m.peak_bytes = torch.cuda.max_memory_allocated(device)
+            m.end_bytes = torch.cuda.memory_allocated(device)
+            m.note = "torch.cuda.max_memory_allocated"
+    else:
+        m.note = "peak RSS" if _reset_peak_rss() else "peak RSS since the process started"
+        m.start_bytes = _rss_bytes()
+        try:
+            yield m
+        finally:
+            m.end_bytes = _rss_bytes()
+            m.peak_bytes = max(_peak_rss_bytes(), m.end_bytes)
+
+
+def fits(estimate: MemoryEstimate, gpu_bytes: float = 16 * GB, reserve: float = 0.9) -> bool:
+    """Whether ``estimate`` fits a GPU of ``gpu_bytes``, keeping 10% for the CUDA context and fragmentation."""
+    return estimate.total_bytes <= reserve * gpu_bytes

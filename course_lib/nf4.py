@@ -1,0 +1,295 @@
+"""NF4 quantization from scratch, bit-exact with bitsandbytes (notebook 04).
+
+A 4-bit code is a lookup table of 16 values in [-1, 1]. Weights are cut into blocks of ``blocksize`` numbers; each
+block is divided by its largest magnitude (``absmax``, kept in fp32) and every scaled number is replaced by the index
+of the nearest table value. Two 4-bit indices are packed per byte, the first in the high nibble. NF4, FP4 and INT4
+differ only in their table.
+
+Rounding follows bitsandbytes' reference implementation (``backends/default/ops.py``, what ``quantize_4bit`` runs
+on a CPU): scale full blocks by ``x * (1 / absmax)`` and the short last block by ``x / absmax``, then
+``torch.bucketize`` against the midpoints of the sorted table, so a value exactly on a midpoint goes to the lower
+code. A size that is not a multiple of the block size gets a short last block with its own absmax (as in
+bitsandbytes); an odd size is padded with one zero code, so ``packed`` has ``ceil(numel / 2)`` bytes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# bitsandbytes' NF4 table (functional.get_4bit_type("nf4")), in code order = sorted order.
+NF4_CODE = torch.tensor(
+    [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+     -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+     0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+     0.7229568362236023, 1.0],
+    dtype=torch.float32,
+)
+# bitsandbytes' FP4 (1 sign, 2 exponent, 1 mantissa bit) in code order: index = bit pattern, not sorted.
+FP4_CODE = torch.tensor([0, 0.0625, 8, 12, 4, 6, 2, 3, -0.0, -0.0625, -8, -12, -4, -6, -2, -3], dtype=torch.float32) / 12
+# Symmetric absmax INT4: the 15 levels -7..7 (a 16th level would make the grid lopsided), stored as codes 0..14.
+INT4_CODE = torch.arange(-7, 8, dtype=torch.float32) / 7
+
+CODES = {"nf4": NF4_CODE, "fp4": FP4_CODE, "int4": INT4_CODE}
+VALID_BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+# ------------------------------------------------------------------------------------------ the NF4 table
+NF4_OFFSET = 0.9677083  # = mean(1 - 1/(2*15), 1 - 1/(2*16)) = 0.96770833..., rounded as bitsandbytes has it
+
+
+def nf4_code_from_normal(offset: float = NF4_OFFSET) -> torch.Tensor:
+    """Derive the 16 NF4 values from quantiles of N(0, 1), as QLoRA does (``create_normal_map``).
+
+    The table is asymmetric so that 0 is exactly representable: 8 quantiles for the positive half, 7 for the
+    negative half, plus 0. The outermost quantile ``offset`` is the mean of 1 - 1/(2*15) and 1 - 1/(2*16) (the
+    two natural choices for 15 and 16 bins), rounded to 7 digits as in bitsandbytes: with it the float32 result
+    equals ``NF4_CODE`` bit for bit. ``ndtri`` is the inverse normal CDF. Values are normalised to [-1, 1].
+    """
+    positive = torch.special.ndtri(torch.linspace(offset, 0.5, 9)[:-1].double())  # 8 values > 0
+    negative = -torch.special.ndtri(torch.linspace(offset, 0.5, 8)[:-1].double())  # 7 values < 0
+    values = torch.cat([positive, torch.zeros(1, dtype=torch.float64), negative]).float().sort().values
+    return values / values.max()
+
+
+# ------------------------------------------------------------------------------------------ validation
+def _check_blocksize(blocksize: int) -> None:
+    if blocksize not in VALID_BLOCKSIZES:
+        raise ValueError(f"blocksize={blocksize!r} is not supported: use a power of two from 32 to 4096, "
+                         f"one of {VALID_BLOCKSIZES} (bitsandbytes accepts the same).")
+
+
+def _check_weights(w: torch.Tensor) -> None:
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(w).__name__}")
+    if w.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"cannot quantize a {w.dtype} tensor: 4-bit quantization takes float32, float16 or "
+                        "bfloat16 weights. Convert first, e.g. w.float().")
+    if w.numel() == 0:
+        raise ValueError("cannot quantize an empty tensor")
+
+
+def _check_finite(absmax: torch.Tensor, w: torch.Tensor) -> None:
+    # A NaN or Inf anywhere makes its block's absmax NaN/Inf: checking the absmax (one value per block) is a
+    # cheap way to check every weight.
+    if not torch.isfinite(absmax).all():
+        bad = (~torch.isfinite(w)).sum().item()
+        raise ValueError(f"the tensor holds {bad} NaN/Inf value(s): their block's absmax would be NaN/Inf and every "
+                         "value of that block garbage (bitsandbytes does not check). Fix or mask them first "
+                         "(torch.nan_to_num, or find where they came from).")
+
+
+# ------------------------------------------------------------------------------------------ quantize
+def _block_scale(flat: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split ``flat`` (fp32) into blocks; return (absmax per block, values scaled into [-1, 1])."""
+    n = flat.numel()
+    full = n - n % blocksize
+    blocks = flat[:full].view(-1, blocksize)
+    lo, hi = torch.aminmax(blocks, dim=1)  # max |x| = max(hi, -lo), without an abs() copy
+    absmax = torch.maximum(hi, -lo)
+    # An all-zero block has absmax 0: clamping the divisor keeps its values at exactly 0 (no 0/0 = NaN).
+    scaled = (blocks * (1.0 / absmax.clamp(min=1e-38)).unsqueeze(1)).view(-1)
+    if full < n:  # the short last block, divided (not multiplied) exactly as bitsandbytes does
+        am = flat[full:].abs().max()
+        absmax = torch.cat([absmax, am.view(1)])
+        scaled = torch.cat([scaled, flat[full:] / am.clamp(min=1e-38)])
+    return absmax, scaled
+
+
+def _nearest_code(scaled: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """Index (into ``code``) of the nearest value; a tie on a midpoint goes to the smaller value."""
+    order = torch.argsort(code)
+    sorted_code = code[order]
+    midpoints = (sorted_code[:-1] + sorted_code[1:]) / 2
+    # Values outside [-1, 1] (rounding of x * (1/absmax)) land in the end buckets: no clamp needed.
+    q = torch.bucketize(scaled, midpoints, out_int32=True)
+    if not torch.equal(order, torch.arange(len(code))):
+        q = order.to(torch.int32)[q]  # FP4's table is in bit-pattern order
+    return q
+
+
+def pack_nibbles(q: torch.Tensor, pad: int = 0) -> torch.Tensor:
+    """Pack codes 0..15 two per byte, the first in the high nibble; an odd count is padded with code ``pad``."""
+    q = q.reshape(-1)
+    if q.numel() % 2:
+        q = torch.cat([q, q.new_full((1,), pad)])
+    pairs = q.view(-1, 2)
+    return ((pairs[:, 0] << 4) | pairs[:, 1]).to(torch.uint8)
+
+
+def unpack_nibbles(packed: torch.Tensor, numel: int) -> torch.Tensor:
+    """The inverse of ``pack_nibbles``: ``numel`` codes as int64."""
+    p = packed.reshape(-1).to(torch.int64)
+    return torch.stack([p >> 4, p & 0xF], dim=1).view(-1)[:numel]
+
+
+def quantize_4bit(w: torch.Tensor, code: torch.Tensor = NF4_CODE, blocksize: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blockwise absmax quantization of ``w`` to a 16-entry ``code`` -> ``(packed uint8, absmax float32)``."""
+    _check_weights(w)
+    _check_blocksize(blocksize)
+    absmax, scaled = _block_scale(w.detach().reshape(-1).float(), blocksize)
+    _check_finite(absmax, w)
+    q = _nearest_code(scaled, code).to(torch.uint8)
+    zero_code = int(_nearest_code(torch.zeros(1), code))  # bitsandbytes pads an odd size with the value 0
+    return pack_nibbles(q, pad=zero_code), absmax
+
+
+def quantize_nf4(w: torch.Tensor, blocksize: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """NF4-quantize ``w`` -> ``(packed, absmax)``: ``packed`` holds ceil(numel/2) bytes (first value in the high
+    nibble), ``absmax`` one float32 per block. Bit-exact with ``bitsandbytes.functional.quantize_4bit(w,
+    blocksize=blocksize, quant_type="nf4")`` (whose packed tensor has shape (bytes, 1))."""
+    return quantize_4bit(w, NF4_CODE, blocksize)
+
+
+def quantize_fp4(w: torch.Tensor, blocksize: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """FP4 (bitsandbytes' 1-2-1 float) version of ``quantize_nf4``, also bit-exact with bitsandbytes."""
+    return quantize_4bit(w, FP4_CODE, blocksize)
+
+
+def quantize_int4(w: torch.Tensor, blocksize: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain symmetric INT4: round(x / absmax * 7), stored as codes 0..14."""
+    return quantize_4bit(w, INT4_CODE, blocksize)
+
+
+# ------------------------------------------------------------------------------------------ dequantize
+def _pair_table(code: torch.Tensor) -> torch.Tensor:
+    """byte -> its two decoded fp32 values, stored as one int64 each, so that decoding is a single 1-D gather."""
+    byte = torch.arange(256)
+    pairs = torch.stack([code[byte >> 4], code[byte & 0xF]], dim=1).contiguous()
+    return pairs.view(torch.int64).view(-1)
+
+
+_PAIR_TABLES: dict[tuple, torch.Tensor] = {}
+
+
+def dequantize_4bit(packed: torch.Tensor, absmax: torch.Tensor, shape, code: torch.Tensor = NF4_CODE,
+                    blocksize: int = 64, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Decode ``packed`` with ``code`` and multiply each block by its absmax (in fp32, then cast to ``dtype``)."""
+    _check_blocksize(blocksize)
+    if packed.dtype != torch.uint8:
+        raise TypeError(f"packed must be uint8 (two 4-bit codes per byte), got {packed.dtype}")
+    shape = torch.Size([shape] if isinstance(shape, int) else shape)
+    n = shape.numel()
+    n_blocks = math.ceil(n / blocksize)
+    if packed.numel() != (n + 1) // 2 or absmax.numel() != n_blocks:
+        raise ValueError(f"shape {tuple(shape)} needs {(n + 1) // 2} packed bytes and {n_blocks} absmax values at "
+                         f"blocksize {blocksize}; got {packed.numel()} and {absmax.numel()}")
+    key = tuple(code.tolist())
+    if key not in _PAIR_TABLES:
+        _PAIR_TABLES[key] = _pair_table(code)
+    pairs = _PAIR_TABLES[key].index_select(0, packed.reshape(-1).to(torch.int32))
+    values = pairs.view(torch.float32)[:n]
+    absmax = absmax.reshape(-1).float()
+    full = n - n % blocksize
+    out = torch.empty(n, dtype=torch.float32)
+    torch.mul(values[:full].view(-1, blocksize), absmax[: full // blocksize].unsqueeze(1),
+              out=out[:full].view(-1, blocksize))
+    if full < n:  # the short last block
+        out[full:] = values[full:] * absmax[-1]
+    return out.view(shape).to(dtype)
+
+
+def dequantize_nf4(packed: torch.Tensor, absmax: torch.Tensor, shape, blocksize: int = 64,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Inverse of ``quantize_nf4``; equal to ``bitsandbytes.functional.dequantize_4bit``."""
+    return dequantize_4bit(packed, absmax, shape, NF4_CODE, blocksize, dtype)
+
+
+def dequantize_fp4(packed, absmax, shape, blocksize: int = 64, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return dequantize_4bit(packed, absmax, shape, FP4_CODE, blocksize, dtype)
+
+
+def dequantize_int4(packed, absmax, shape, blocksize: int = 64, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return dequantize_4bit(packed, absmax, shape, INT4_CODE, blocksize, dtype)
+
+
+QUANTIZERS = {"nf4": (quantize_nf4, dequantize_nf4), "fp4": (quantize_fp4, dequantize_fp4),
+              "int4": (quantize_int4, dequantize_int4)}
+
+
+def roundtrip(w: torch.Tensor, kind: str = "nf4", blocksize: int = 64) -> torch.Tensor:
+    """Quantize then dequantize ``w`` with ``kind`` ("nf4", "fp4" or "int4"); returns fp32 of w's shape."""
+    if kind not in QUANTIZERS:
+        raise ValueError(f"unknown quantizer {kind!r}; choose one of {sorted(QUANTIZERS)}")
+    quantize, dequantize = QUANTIZERS[kind]
+    packed, absmax = quantize(w, blocksize)
+    return dequantize(packed, absmax, w.shape, blocksize)
+
+
+def relative_rmse(w: torch.Tensor, kind: str = "nf4", blocksize: int = 64) -> float:
+    """||w - roundtrip(w)|| / ||w||: the error a quantizer adds, relative to the weights' size."""
+    w = w.detach().float()
+    return ((w - roundtrip(w, kind, blocksize)).norm() / w.norm()).item()
+
+
+def error_table(tensors: dict[str, torch.Tensor], blocksizes=(64, 256, 1024, 4096), kinds=("nf4", "fp4", "int4")):
+    """Rows of (data, blocksize, relative RMSE per kind) for the notebook's comparison table."""
+    rows = []
+    for name, w in tensors.items():
+        for bs in blocksizes:
+            rows.append({"data": name, "blocksize": bs, **{k: relative_rmse(w, k, bs) for k in kinds}})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ double quantization
+def dynamic_code() -> torch.Tensor:
+    """bitsandbytes' signed 8-bit dynamic map (``create_dynamic_map()``): 256 sorted values in [-1, 1]."""
+    values = []
+    for i in range(7):  # exponent 10^-6 .. 10^0, with 2^i linear fraction steps in each decade
+        edges = torch.linspace(0.1, 1, 2**i + 1, dtype=torch.float32)
+        means = (edges[:-1] + edges[1:]) / 2.0
+        values += (10 ** (-6 + i) * means).tolist() + (-(10 ** (-6 + i)) * means).tolist()
+    values += [0.0, 1.0]
+    return torch.tensor(sorted(values), dtype=torch.float32)
+
+
+DYNAMIC_CODE = dynamic_code()
+
+
+def double_quantize(absmax: torch.Tensor, blocksize: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Quantize the fp32 absmax values themselves, as bitsandbytes' ``compress_statistics=True`` does.
+
+    Subtract their mean (absmax values are all positive; centring uses both halves of the signed map), then
+    8-bit blockwise with the dynamic map, 256 values per block. Returns ``(codes uint8, absmax2 float32, offset)``.
+    Rounding is to the nearest code; bitsandbytes' compiled CPU kernel uses an approximate search and picks the
+    neighbouring code for about 0.15% of values lying within ~1e-5 of a midpoint (the same size of error).
+    """
+    if blocksize not in VALID_BLOCKSIZES:
+        _check_blocksize(blocksize)
+    absmax = absmax.reshape(-1).float()
+    _check_weights(absmax)
+    offset = absmax.mean()
+    absmax2, scaled = _block_scale(absmax - offset, blocksize)
+    _check_finite(absmax2, absmax)
+    midpoints = (DYNAMIC_CODE[:-1] + DYNAMIC_CODE[1:]) / 2
+    codes = torch.bucketize(scaled, midpoints).to(torch.uint8)
+    return codes, absmax2, offset
+
+
+def double_dequantize(codes: torch.Tensor, absmax2: torch.Tensor, offset: torch.Tensor, blocksize: int = 256) -> torch.Tensor:
+    """Inverse of ``double_quantize``: the (approximate) fp32 absmax values."""
+    values = DYNAMIC_CODE[codes.reshape(-1).long()]
+    n = values.numel()
+    scale = absmax2.float().repeat_interleave(blocksize)[:n]
+    return values * scale + offset
+
+
+def bits_per_param(blocksize: int = 64, double_quant: bool = False, blocksize2: int = 256) -> float:
+    """Storage per weight: 4 bits + the absmax overhead (32 bits per block, or 8 bits per block plus 32 bits per
+    ``blocksize2`` blocks when double-quantized). 4.5 and ~4.127 at the defaults; the per-tensor offset and
+    code table (a few hundred bytes) are left out."""
+    _check_blocksize(blocksize)
+    if not double_quant:
+        return 4 + 32 / blocksize
+    return 4 + 8 / blocksize + 32 / (blocksize * blocksize2)
+
+
+def stored_bytes(numel: int, blocksize: int = 64, double_quant: bool = False, blocksize2: int = 256) -> int:
+    """Bytes of packed codes + absmax (+ second-level absmax and offset) for a tensor of ``numel`` weights."""
+    blocks = math.ceil(numel / blocksize)
+    data = (numel + 1) // 2
+    if not double_quant:
+        return data + 4 * blocks
+    return data + blocks + 4 * math.ceil(blocks / blocksize2) + 4
