@@ -7,6 +7,7 @@ no frontend), and the explorer wires it to sliders. Headless runs (CI, ``make co
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -65,3 +66,145 @@ def rank_explorer(W: torch.Tensor, ks: tuple[int, ...] = (1, 5, 20, 50)):
     slider = widgets.IntSlider(value=ks[1] if len(ks) > 1 else 1, min=1, max=min(W.shape), description="rank k",
                                continuous_update=False)
     return widgets.interact(lambda k: rank_view(W, k), k=slider)
+
+
+def _show_or_static(view, static_kwargs: list[dict], controls: dict):
+    """The one pattern every explorer follows: sliders when a frontend exists, else the view at fixed settings."""
+    if not interactive_available():
+        print("(static view: no widget frontend; settings: " + "; ".join(
+            ", ".join(f"{k}={v}" for k, v in kw.items()) for kw in static_kwargs) + ")")
+        return [view(**kw) for kw in static_kwargs]
+    import ipywidgets as widgets
+
+    return widgets.interact(view, **{name: make(widgets) for name, make in controls.items()})
+
+
+# ------------------------------------------------------------------------------ 03 LoRA parameter calculator
+TARGET_CHOICES = {"q_proj + v_proj": ["q_proj", "v_proj"],
+                  "attention (q, k, v, o)": ["q_proj", "k_proj", "v_proj", "o_proj"],
+                  "all-linear": "all-linear"}
+
+
+@functools.lru_cache(maxsize=16)
+def _meta_model(shape: str):
+    from course_lib import models
+
+    return models.synthetic_model(shape)  # meta device: shapes only, no memory
+
+
+def lora_calculator_view(shape: str = "llama-2-7b", r: int = 8, targets: str = "q_proj + v_proj") -> dict:
+    """Trainable LoRA parameters and their share of the model, for a model shape, a rank and a target choice."""
+    from course_lib import counting, models
+
+    try:
+        if shape not in models.SYNTHETIC_SHAPES:
+            raise ValueError(f"unknown model shape {shape!r}; choose one of {sorted(models.SYNTHETIC_SHAPES)}")
+        if targets not in TARGET_CHOICES:
+            raise ValueError(f"unknown target choice {targets!r}; choose one of {list(TARGET_CHOICES)}")
+        model = _meta_model(shape)
+        trainable = counting.lora_param_count(model, TARGET_CHOICES[targets], r)
+        base = counting.trainable_summary(model)[1]
+    except (ValueError, TypeError, KeyError) as exc:
+        print(f"✗ {exc}")
+        return {"error": str(exc)}
+    percent = 100 * trainable / (base + trainable)
+    print(f"{shape}, r={r}, {targets}: {trainable:,} trainable of {base + trainable:,} ({percent:.4f}%), "
+          f"{trainable * 4 / 2**20:.1f} MiB of fp32 adapters")
+    return {"trainable": trainable, "total": base + trainable, "percent": percent}
+
+
+def lora_calculator(static=({"shape": "llama-2-7b", "r": 8, "targets": "q_proj + v_proj"},
+                            {"shape": "llama-3-8b", "r": 16, "targets": "all-linear"})):
+    """Choose a model shape, a rank and targets; read the trainable count (the same function notebook 03 checks
+    against PEFT)."""
+    from course_lib import models
+
+    return _show_or_static(lora_calculator_view, list(static), {
+        "shape": lambda w: w.Dropdown(options=sorted(models.SYNTHETIC_SHAPES), value="llama-2-7b"),
+        "r": lambda w: w.IntSlider(value=8, min=1, max=256, continuous_update=False),
+        "targets": lambda w: w.Dropdown(options=list(TARGET_CHOICES), value="q_proj + v_proj")})
+
+
+# ------------------------------------------------------------------------------ 04 quantization explorer
+def quantization_view(W: torch.Tensor, kind: str = "nf4", blocksize: int = 64, double_quant: bool = False) -> dict:
+    """Relative error of a 4-bit format at a block size on W, and the bits each weight costs in storage."""
+    import matplotlib.pyplot as plt
+
+    from course_lib import nf4
+
+    try:
+        restored = nf4.roundtrip(W, kind, blocksize)
+        bits = nf4.bits_per_param(blocksize, double_quant=double_quant)
+    except (ValueError, TypeError) as exc:
+        print(f"✗ {exc}")
+        return {"error": str(exc)}
+    W32 = W.detach().float()
+    rel = ((W32 - restored).norm() / W32.norm()).item()
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.hist((W32 - restored).flatten().numpy(), bins=100)
+    ax.set_title(f"{kind}, block {blocksize}: relative RMSE {rel:.2%}, {bits:.3f} bits/weight")
+    ax.set_xlabel("quantization error")
+    plt.show()
+    return {"relative rmse": rel, "bits per param": bits}
+
+
+def quantization_explorer(W: torch.Tensor, static=({"kind": "nf4", "blocksize": 64}, {"kind": "int4", "blocksize": 64})):
+    """Format and block size -> error and bits per parameter, on the matrix W."""
+    from course_lib import nf4
+
+    return _show_or_static(lambda kind, blocksize, double_quant=False: quantization_view(W, kind, blocksize, double_quant),
+                           list(static), {
+        "kind": lambda w: w.Dropdown(options=["nf4", "fp4", "int4"], value="nf4"),
+        "blocksize": lambda w: w.SelectionSlider(options=list(nf4.VALID_BLOCKSIZES), value=64),
+        "double_quant": lambda w: w.Checkbox(value=False, description="double quantization")})
+
+
+# ------------------------------------------------------------------------------ 05 memory planner
+GPUS_GB = {"T4 (16 GB)": 16, "L4 (24 GB)": 24, "A100 40GB": 40, "A100 80GB / H100": 80}
+
+
+def memory_view(shape: str = "llama-2-7b", method: str = "qlora", batch_size: int = 1, seq_len: int = 512,
+                gpu: str = "T4 (16 GB)") -> dict:
+    """Predicted training memory (course_lib.memory) as a stacked bar, and whether it fits the chosen GPU."""
+    import matplotlib.pyplot as plt
+
+    from course_lib import memory, models
+
+    try:
+        if gpu not in GPUS_GB:
+            raise ValueError(f"unknown GPU {gpu!r}; choose one of {list(GPUS_GB)}")
+        if shape not in models.SYNTHETIC_SHAPES:
+            raise ValueError(f"unknown model shape {shape!r}; choose one of {sorted(models.SYNTHETIC_SHAPES)}")
+        dtype = torch.float16 if gpu.startswith("T4") else torch.bfloat16
+        est = memory.estimate_training_memory(models.synthetic_config(shape), method, batch_size=batch_size,
+                                              seq_len=seq_len, compute_dtype=dtype)
+    except (ValueError, TypeError) as exc:
+        print(f"✗ {exc}")
+        return {"error": str(exc)}
+    gpu_bytes = GPUS_GB[gpu] * memory.GB
+    fits = memory.fits(est, gpu_bytes)
+    fig, ax = plt.subplots(figsize=(7, 1.8))
+    left = 0.0
+    for part, nbytes in est.breakdown().items():
+        ax.barh([0], [nbytes / memory.GB], left=left, label=part)
+        left += nbytes / memory.GB
+    ax.axvline(0.9 * GPUS_GB[gpu], color="red", ls="--", lw=1)
+    ax.set_yticks([])
+    ax.set_xlabel("GB")
+    ax.set_title(f"{shape} {method}, batch {batch_size} x seq {seq_len}: {est.total_gb:.1f} GB -> "
+                 f"{'fits' if fits else 'does NOT fit'} on {gpu}")
+    ax.legend(ncol=4, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.45))
+    plt.show()
+    return {"total GB": est.total_gb, "fits": fits}
+
+
+def memory_planner(static=({"shape": "llama-2-7b", "method": "lora"}, {"shape": "llama-2-7b", "method": "qlora"})):
+    """Model, method, batch and sequence length -> the memory breakdown, and whether it fits a chosen GPU."""
+    from course_lib import memory, models
+
+    return _show_or_static(memory_view, list(static), {
+        "shape": lambda w: w.Dropdown(options=sorted(models.SYNTHETIC_SHAPES), value="llama-2-7b"),
+        "method": lambda w: w.Dropdown(options=list(memory.METHODS), value="qlora"),
+        "batch_size": lambda w: w.IntSlider(value=1, min=1, max=16, continuous_update=False),
+        "seq_len": lambda w: w.SelectionSlider(options=[128, 256, 512, 1024, 2048, 4096], value=512),
+        "gpu": lambda w: w.Dropdown(options=list(GPUS_GB), value="T4 (16 GB)")})

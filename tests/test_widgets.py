@@ -1,0 +1,81 @@
+"""Explorers and quizzes are tested through their callbacks: no widget frontend needed."""
+
+import matplotlib
+import pytest
+import torch
+
+from course_lib import counting, memory, models, nf4, quiz, widgets
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(autouse=True)
+def static(monkeypatch):
+    monkeypatch.setenv("COURSE_STATIC_WIDGETS", "1")
+
+
+def test_lora_calculator_is_the_counting_function():
+    got = widgets.lora_calculator_view("llama-3.2-1b", 8, "q_proj + v_proj")
+    assert got["trainable"] == 851_968
+    model = models.synthetic_model("llama-2-7b")
+    assert widgets.lora_calculator_view("llama-2-7b", 16, "all-linear")["trainable"] == \
+        counting.lora_param_count(model, "all-linear", 16)
+
+
+def test_quantization_explorer_matches_nf4_module():
+    W = torch.randn(128, 64, generator=torch.Generator().manual_seed(0))
+    got = widgets.quantization_view(W, "nf4", 64, double_quant=True)
+    assert got["relative rmse"] == pytest.approx(nf4.relative_rmse(W, "nf4", 64))
+    assert got["bits per param"] == pytest.approx(nf4.bits_per_param(64, double_quant=True))
+
+
+def test_memory_planner_matches_estimator_and_says_what_fits():
+    got = widgets.memory_view("llama-2-7b", "qlora", 1, 512, "T4 (16 GB)")
+    est = memory.estimate_training_memory(models.synthetic_config("llama-2-7b"), "qlora", compute_dtype=torch.float16)
+    assert got["total GB"] == pytest.approx(est.total_gb) and got["fits"] is True
+    assert widgets.memory_view("llama-2-70b", "full", 1, 512, "T4 (16 GB)")["fits"] is False
+
+
+@pytest.mark.parametrize("view, kwargs, message", [
+    (widgets.lora_calculator_view, {"shape": "gpt-5"}, "unknown model shape 'gpt-5'"),
+    (widgets.lora_calculator_view, {"r": 0}, "r"),
+    (widgets.memory_view, {"method": "fancy"}, "unknown method 'fancy'"),
+    (widgets.memory_view, {"gpu": "TPU"}, "unknown GPU 'TPU'"),
+    (widgets.rank_view, {"W": torch.ones(4, 3), "k": 5}, "1 <= k <= 3"),
+])
+def test_impossible_settings_show_a_message_instead_of_raising(view, kwargs, message, capsys):
+    got = view(**kwargs)
+    assert "error" in got and message in got["error"] and "✗" in capsys.readouterr().out
+
+
+def test_quantization_explorer_bad_block_size_is_a_message(capsys):
+    got = widgets.quantization_view(torch.randn(64, 64), "nf4", 100)
+    assert "power of two" in got["error"]
+
+
+def test_static_fallbacks_render_every_setting():
+    assert len(widgets.lora_calculator()) == 2
+    assert len(widgets.memory_planner()) == 2
+    assert len(widgets.quantization_explorer(torch.randn(64, 64), static=({"kind": "nf4", "blocksize": 64},))) == 1
+
+
+def test_quiz_grading_and_static_text(capsys):
+    for notebook, qs in quiz.QUIZZES.items():
+        for i, q in enumerate(qs):
+            assert quiz.grade(notebook, i, q.answer)[0] is True
+            wrong = (q.answer + 1) % len(q.options)
+            ok, message = quiz.grade(notebook, i, wrong)
+            assert ok is False and "try again" in message
+        assert quiz.grade(notebook, 0, None) == (False, "pick one of the options first")
+    quiz.show("03")
+    out = capsys.readouterr().out
+    assert "Q1." in out and "(b) 65,536" in out and "quiz.answers('03')" in out
+    with pytest.raises(KeyError, match="quizzes exist for"):
+        quiz.show("99")
+
+
+def test_quiz_numbers_are_the_course_numbers():
+    # the quiz states counts; they must be the ones course_lib computes
+    assert counting.layer_lora_params(4096, 4096, 8) == 65_536
+    assert counting.lora_param_count(models.synthetic_model("llama-3.2-1b"), ["q_proj", "v_proj"], 8) == 851_968
+    assert round(nf4.bits_per_param(64, double_quant=True), 3) == 4.127
