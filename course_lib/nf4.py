@@ -157,6 +157,7 @@ def quantize_int4(w: torch.Tensor, blocksize: int = 64) -> tuple[torch.Tensor, t
 def _pair_table(code: torch.Tensor) -> torch.Tensor:
     """byte -> its two decoded fp32 values, stored as one int64 each, so that decoding is a single 1-D gather."""
     byte = torch.arange(256)
+    code = torch.cat([code, code.new_zeros(16 - len(code))])  # INT4 uses 15 of the 16 codes
     pairs = torch.stack([code[byte >> 4], code[byte & 0xF]], dim=1).contiguous()
     return pairs.view(torch.int64).view(-1)
 
