@@ -1,0 +1,77 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · NF4 quantization — exercises
+#
+# **You will:** map a number to its nearest NF4 code (ties included), quantize one block exactly as
+# bitsandbytes does, and compute the storage cost of NF4 with and without double quantization.
+#
+# **Runs in:** ~5 s on a 2-core CPU.
+
+# %%
+from course_lib import hardware
+
+hardware.report()
+
+# %%
+import torch
+
+from course_lib import checks, nf4
+
+_ = torch.manual_seed(0)
+nf4.NF4_CODE
+
+# %% [markdown]
+# ## Exercise 1 — the nearest NF4 value
+#
+# Write `nearest_nf4(x)`: the index `i` (0..15) of the value of `nf4.NF4_CODE` closest to the float `x` in
+# [-1, 1]. When `x` sits exactly halfway between two values, bitsandbytes keeps the **smaller** index.
+
+# %%
+def nearest_nf4(x: float) -> int:
+    # YOUR CODE HERE
+    raise NotImplementedError("Exercise: write your code here, then run the check below.")
+
+
+checks.check_nearest_nf4(nearest_nf4)
+
+# %% [markdown]
+# ## Exercise 2 — one block
+#
+# Write `quantize_block(block)` for a 1-D float32 block: return `(codes, absmax)` where `absmax` is the largest
+# magnitude in the block and `codes[i]` the NF4 index of `block[i] * (1 / absmax)`. An all-zero block must give
+# the code of 0 everywhere, not NaN.
+
+# %%
+def quantize_block(block: torch.Tensor):
+    # YOUR CODE HERE
+    raise NotImplementedError("Exercise: write your code here, then run the check below.")
+
+
+checks.check_quantize_block(quantize_block)
+
+# %% [markdown]
+# ## Exercise 3 — bits per parameter
+#
+# Write `bits_per_param(blocksize, double_quant)`: 4 bits per weight, plus one fp32 absmax per block; with double
+# quantization that absmax becomes 8 bits, plus one fp32 scale for every 256 absmax values.
+
+# %%
+def bits_per_param(blocksize: int, double_quant: bool) -> float:
+    # YOUR CODE HERE
+    raise NotImplementedError("Exercise: write your code here, then run the check below.")
+
+
+checks.check_bits_per_param(bits_per_param)
