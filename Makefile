@@ -10,12 +10,13 @@ NOTEBOOK_FILES := $(wildcard notebooks/[0-9][0-9]_*.ipynb)
 SOLUTION_FILES := $(wildcard solutions/[0-9][0-9]_*.ipynb)
 NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900
 
-.PHONY: help install course test unit nbval sync lint notebooks exercises lab clean
+.PHONY: help install course test unit nbval sync lint notebooks exercises colab lab clean
 help:
 	@echo "make course     execute every notebook headless into build/ (ipynb + HTML) and print run times"
 	@echo "make test       lint, unit tests, nbval over notebooks and solutions, sync checks (what CI runs)"
 	@echo "make notebooks  regenerate and execute notebooks/*.ipynb from notebooks/*.py (NB=01 for one)"
 	@echo "make exercises  regenerate exercises/ from solutions/"
+	@echo "make colab      rewrite Colab badges and setup cells from [tool.course] in pyproject.toml"
 	@echo "make lab        open JupyterLab on the notebooks"
 
 install: $(STAMP)
@@ -50,6 +51,9 @@ notebooks: $(STAMP)
 
 exercises: $(STAMP)
 	$(PY) tools/nbtool.py exercises
+
+colab: $(STAMP)
+	$(PY) tools/nbtool.py colab
 
 lab: $(STAMP)
 	$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install -q -c requirements/ci.txt -e ".[lab]"

