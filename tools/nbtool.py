@@ -2,6 +2,7 @@
 
     python tools/nbtool.py execute [NAME ...]   regenerate and execute notebooks/NN_*.ipynb from notebooks/NN_*.py
     python tools/nbtool.py course               execute every notebook into build/ (+ HTML), print a time table
+    python tools/nbtool.py render [DIR]         HTML of the committed notebooks + index (no execution)
     python tools/nbtool.py exercises            regenerate exercises/ (and solutions/*.ipynb) from solutions/*.py
     python tools/nbtool.py check                fail when a pair is out of sync or exercises are stale
     python tools/nbtool.py colab                write the Colab badge and setup cell into every source
@@ -51,6 +52,8 @@ def read_source(path: Path) -> nbformat.NotebookNode:
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nb.metadata.setdefault("language_info", {"name": "python"})
     nb.metadata.pop("jupytext", None)  # pairing info is ours to keep, not per-notebook state
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i:03d}"  # stable ids: regenerating a notebook changes only what really changed
     return nb
 
 
@@ -75,50 +78,80 @@ def cmd_execute(names: list[str]) -> None:
         nb = read_source(py)
         print(f"executing {py.name} ...", flush=True)
         seconds = execute(nb, py.parent)
+        nb.metadata["course"] = {"run_seconds": round(seconds, 1), "device": _device_name()}
         write_ipynb(nb, py.with_suffix(".ipynb"))
         print(f"  wrote {py.with_suffix('.ipynb').relative_to(ROOT)} in {seconds:.0f} s", flush=True)
 
 
-def cmd_course(names: list[str]) -> None:
+def _device_name() -> str:
+    import subprocess
+
+    code = "from course_lib import hardware as h; e = h.environment(); print(e.get('gpu') or f\"CPU, {e['cpu cores']} cores\")"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() or "unknown"
+
+
+def render(notebooks: dict[str, nbformat.NotebookNode], times: dict[str, float], out: Path,
+           devices: dict[str, str] | None = None) -> None:
+    """HTML of each executed notebook under out/html/ and out/index.html linking them."""
     from nbconvert import HTMLExporter
 
-    out_nb, out_html = BUILD / "notebooks", BUILD / "html"
+    (out / "html").mkdir(parents=True, exist_ok=True)
+    for name, nb in notebooks.items():
+        html, _ = HTMLExporter().from_notebook_node(nb)
+        (out / "html" / f"{name}.html").write_text(html, encoding="utf-8")
+    write_index(times, out, devices)
+
+
+def cmd_course(names: list[str]) -> None:
+    out_nb = BUILD / "notebooks"
     out_nb.mkdir(parents=True, exist_ok=True)
-    out_html.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
+    executed = {}
     for py in sources(NOTEBOOKS, names):
         nb = read_source(py)
         print(f"executing {py.name} ...", flush=True)
         times[py.stem] = execute(nb, py.parent)
         write_ipynb(nb, out_nb / f"{py.stem}.ipynb")
-        html, _ = HTMLExporter().from_notebook_node(nb)
-        (out_html / f"{py.stem}.html").write_text(html, encoding="utf-8")
+        executed[py.stem] = nb
     (BUILD / "times.json").write_text(json.dumps(times, indent=2))
-    write_index(times)
+    render(executed, times, BUILD)
     width = max(map(len, times)) if times else 8
     print(f"\n{'notebook':<{width}}  run time")
     for name, seconds in times.items():
         print(f"{name:<{width}}  {seconds:7.1f} s")
     print(f"{'total':<{width}}  {sum(times.values()):7.1f} s")
-    print(f"\nexecuted notebooks: {_rel(out_nb)}/   HTML: {_rel(out_html)}/   index: {_rel(BUILD / 'index.html')}")
+    print(f"\nexecuted notebooks: {_rel(out_nb)}/   HTML: {_rel(BUILD / 'html')}/   index: {_rel(BUILD / 'index.html')}")
 
 
-def write_index(times: dict[str, float]) -> None:
-    """build/index.html: a link per executed notebook, its run time, and the environment it ran in."""
+def cmd_render(out: Path) -> None:
+    """Render the committed executed notebooks (no execution) with the run times they recorded."""
+    missing = [py.name for py in sources(NOTEBOOKS) if not py.with_suffix(".ipynb").exists()]
+    if missing:
+        raise PipelineError(f"no executed .ipynb for {missing}: run `make notebooks` first")
+    notebooks = {py.stem: nbformat.read(py.with_suffix(".ipynb"), as_version=4) for py in sources(NOTEBOOKS)}
+    recorded = {name: nb.metadata.get("course", {}) for name, nb in notebooks.items()}
+    times = {name: r.get("run_seconds", float("nan")) for name, r in recorded.items()}
+    render(notebooks, times, out, {name: r.get("device", "not recorded") for name, r in recorded.items()})
+    print(f"rendered {len(notebooks)} notebooks into {_rel(out)}/")
+
+
+def write_index(times: dict[str, float], out: Path = BUILD, devices: dict[str, str] | None = None) -> None:
+    """index.html: a link per executed notebook, its run time and device, and the environment of this build."""
     import html
     import subprocess
 
     env = subprocess.run([sys.executable, "-c", "from course_lib import hardware; import json; "
                           "print(json.dumps(hardware.environment()))"], capture_output=True, text=True, check=True)
-    rows = "".join(f'<tr><td><a href="html/{name}.html">{html.escape(name)}</a></td><td>{sec:.1f} s</td></tr>'
-                   for name, sec in times.items())
+    devices = devices or {}
+    rows = "".join(f'<tr><td><a href="html/{name}.html">{html.escape(name)}</a></td><td>{sec:.1f} s</td>'
+                   f"<td>{html.escape(devices.get(name, 'this machine'))}</td></tr>" for name, sec in times.items())
     env_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
                        for k, v in json.loads(env.stdout).items())
-    (BUILD / "index.html").write_text(
+    (out / "index.html").write_text(
         "<!doctype html><meta charset='utf-8'><title>LoRA & QLoRA course: executed notebooks</title>"
         "<h1>LoRA &amp; QLoRA, from the matrix up</h1><h2>Notebooks</h2>"
-        f"<table><tr><th>notebook</th><th>run time</th></tr>{rows}</table>"
-        f"<h2>Environment</h2><table>{env_rows}</table>", encoding="utf-8")
+        f"<table><tr><th>notebook</th><th>run time</th><th>executed on</th></tr>{rows}</table>"
+        f"<h2>Environment of this build</h2><table>{env_rows}</table>", encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------------------------------- colab
@@ -299,12 +332,13 @@ def cmd_check() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["execute", "course", "exercises", "check", "colab"])
+    parser.add_argument("command", choices=["execute", "course", "render", "exercises", "check", "colab"])
     parser.add_argument("names", nargs="*", help="notebook names or numbers (default: all)")
     args = parser.parse_args(argv)
     try:
         {"execute": lambda: cmd_execute(args.names), "course": lambda: cmd_course(args.names),
-         "exercises": cmd_exercises, "check": cmd_check, "colab": cmd_colab}[args.command]()
+         "exercises": cmd_exercises, "check": cmd_check, "colab": cmd_colab,
+         "render": lambda: cmd_render(Path(args.names[0]) if args.names else BUILD)}[args.command]()
     except PipelineError as exc:
         sys.exit(f"error: {exc}")
 
