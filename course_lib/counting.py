@@ -114,7 +114,10 @@ def peft_summary(model: nn.Module, target_modules, r: int, alpha: float | None =
                         target_modules=target_modules, **lora_kwargs)
     with warnings.catch_warnings():  # GPT-2's Conv1D: PEFT warns and sets fan_in_fan_out=True by itself
         warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
-        peft_model = get_peft_model(model, config)
+        warnings.filterwarnings("ignore", category=FutureWarning)  # transformers deprecations inside PEFT
+        # On a meta model, let PEFT create its adapters on meta too: no CPU memory, no init time (70B at r=256).
+        on_meta = all(p.device.type == "meta" for p in model.parameters())
+        peft_model = get_peft_model(model, config, low_cpu_mem_usage=on_meta)
     return peft_model, peft_model.get_nb_trainable_parameters()
 
 

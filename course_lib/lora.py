@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import numbers
 import re
-import statistics
 import time
 from collections import defaultdict
 
@@ -319,8 +318,9 @@ def train_steps(model: nn.Module, input_ids: torch.Tensor, steps: int = 10, lr: 
 
 @torch.inference_mode()
 def compare_latency(fns: dict, repeats: int = 20, warmup: int = 2) -> dict[str, float]:
-    """Median wall time in seconds of each ``fn()`` in ``fns``, timed in turns (A, B, A, B, ...) so that a
-    slowdown of a shared CPU hits every candidate alike; the median ignores the few runs someone else slowed."""
+    """Best (minimum) wall time in seconds of each ``fn()`` in ``fns``, timed in turns (A, B, A, B, ...).
+    The minimum, as ``timeit`` recommends: other processes on a shared CPU only ever add time, so the fastest
+    run is the closest to the cost of the code itself; taking turns spreads any slowdown over all candidates."""
     from tqdm.auto import tqdm
 
     for fn in fns.values():
@@ -332,4 +332,4 @@ def compare_latency(fns: dict, repeats: int = 20, warmup: int = 2) -> dict[str, 
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: min(t) for name, t in times.items()}

@@ -1,0 +1,92 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · LoRA from scratch — exercises
+#
+# **You will:** write the two functions at the heart of LoRA — the forward pass of a LoRA layer and the merge of
+# its update into the frozen weight — and have them checked against `course_lib.lora.LoRALinear` and PEFT.
+#
+# **Runs in:** ~10 s on a 2-core CPU.
+
+# %%
+from course_lib import hardware
+
+hardware.report()
+
+# %%
+import torch
+from torch import nn
+
+from course_lib import checks, lora
+
+_ = torch.manual_seed(0)
+
+# %% [markdown]
+# A `lora.LoRALinear` layer has what you need as attributes:
+#
+# | attribute | what it is |
+# | --- | --- |
+# | `layer.base_layer` | the frozen `nn.Linear` (or GPT-2 `Conv1D`); `layer.base_layer.weight` is W |
+# | `layer.lora_A` | `nn.Linear(d_in, r, bias=False)`: the down-projection A |
+# | `layer.lora_B` | `nn.Linear(r, d_out, bias=False)`: the up-projection B |
+# | `layer.dropout` | dropout applied to the input of A (an `nn.Identity` when dropout is 0) |
+# | `layer.scaling` | α/r (or α/√r with rsLoRA) |
+# | `layer.fan_in_fan_out` | True for GPT-2's `Conv1D`, whose weight is stored as (d_in, d_out) |
+
+# %%
+layer = lora.LoRALinear(nn.Linear(16, 12), r=4, alpha=8)
+print(layer)
+
+# %% [markdown]
+# ## Exercise 1 — the forward pass
+#
+# Write `lora_forward(layer, x)`: the base layer's output plus the scaled low-rank update,
+# `base(x) + scaling · B(A(dropout(x)))`. The checker compares it with `LoRALinear` on an `nn.Linear` and a
+# `Conv1D`, then plugs it into every LoRA layer of a tiny Llama and compares the logits with PEFT's.
+
+# %%
+def lora_forward(layer, x):
+    """The output of a LoRA layer (unmerged) for input x."""
+    # YOUR CODE HERE
+    raise NotImplementedError("Exercise: write your code here, then run the check below.")
+
+
+checks.check_lora_forward(lora_forward)
+
+# %% [markdown]
+# ## Exercise 2 — merging
+#
+# Write `lora_merge(layer)`: add `scaling · B @ A` to the base weight **in place** and set `layer.merged = True`
+# (the layer's `forward` then skips the adapter). Mind the layout: `nn.Linear` stores W as (d_out, d_in), the
+# same as `B @ A`; GPT-2's `Conv1D` stores it as (d_in, d_out), so the update must be transposed when
+# `layer.fan_in_fan_out` is True. Work under `torch.no_grad()` so autograd does not record the edit.
+
+# %%
+def lora_merge(layer):
+    """Fold the LoRA update into layer.base_layer.weight, in place."""
+    # YOUR CODE HERE
+    raise NotImplementedError("Exercise: write your code here, then run the check below.")
+
+
+checks.check_lora_merge(lora_merge)
+
+# %% [markdown]
+# Compare with the course's version, `LoRALinear.merge` (and `delta_weight`, which it uses):
+
+# %%
+from course_lib.source import show_source
+
+_ = show_source(lora.LoRALinear.delta_weight)
+_ = show_source(lora.LoRALinear.merge)

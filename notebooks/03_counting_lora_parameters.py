@@ -1,0 +1,298 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Counting LoRA parameters
+#
+# **You will:** count LoRA's trainable parameters by hand with r·(d_in + d_out); re-check every worked example
+# of the seed notes (one of them is wrong); find the right `target_modules` names for Llama, GPT-2 and BERT;
+# see how the count grows with the rank from 135M to 70B parameters; and check the claim that a 4-bit model
+# has "fewer parameters".
+#
+# **Runs in:** ~30 s on a 2-core CPU, up to ~50 s when it is shared. Big models are built on PyTorch's `meta` device: every shape, no
+# weights, so Llama-2-70B is counted in well under a second.
+
+# %%
+from course_lib import hardware
+
+hardware.report()
+
+# %%
+import peft  # noqa: F401  (imported first so that bitsandbytes' one-time import message lands here)
+import torch
+
+from course_lib import counting, lora, models, plots
+from course_lib.source import show_source
+
+_ = torch.manual_seed(0)
+
+# %% [markdown]
+# ## One layer: r·(d_in + d_out)
+#
+# A LoRA pair on a `d_in → d_out` layer is `A` (r × d_in) and `B` (d_out × r): `r·(d_in + d_out)` numbers,
+# instead of the `d_in·d_out` of the layer itself.
+
+# %%
+_ = show_source(counting.layer_lora_params)
+
+# %% [markdown]
+# The seed notes give two worked examples. Computed, next to what they say:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+square = counting.layer_lora_params(4096, 4096, r=8)
+print(counting.verdict("4096x4096 at r=8, trainable", 65_536, square))
+print(counting.verdict("  ... as % of the layer (the seed says ~0.39%)", 0.39, 100 * square / 4096**2, digits=2))
+print(f"  ... times fewer: exactly {4096**2 // square}x (the seed says ~250x, a rounding of it)")
+rect = counting.layer_lora_params(5000, 4000, r=8)
+print(counting.verdict("5000x4000 at r=8, trainable", 72_000, rect))
+print(counting.verdict("  ... reduction in % (the seed says 99.6%)", 99.6, 100 * (1 - rect / (5000 * 4000)), digits=1))
+
+# %% [markdown]
+# All right (the 0.39% is the exact 0.390625% rounded).
+#
+# ## A whole model, without its weights
+#
+# `lora_param_count` finds the targeted layers by name (the same rules as `inject_lora` and PEFT) and adds up
+# `r·(d_in + d_out)` from their shapes. It never touches the model, so a model built on the `meta` device from
+# its config is enough.
+
+# %%
+_ = show_source(counting.lora_param_count)
+
+# %%
+llama2_7b = models.synthetic_model("llama-2-7b")  # meta device: ~6.7 billion shapes, zero bytes of weights
+print(llama2_7b.model.layers[0].self_attn)
+print("device of the weights:", llama2_7b.model.layers[0].self_attn.q_proj.weight.device)
+
+# %% [markdown]
+# ### Llama-2-7B, q_proj + v_proj, r = 8 (the seed's recipe)
+#
+# By hand: 32 layers × 2 projections × 8·(4096 + 4096) = 4,194,304. Then the same number from
+# `lora_param_count`, and from PEFT itself on a fresh meta model (`peft_summary` runs `get_peft_model` and
+# `get_nb_trainable_parameters`, the numbers `print_trainable_parameters` prints).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+by_hand = 32 * 2 * 8 * (4096 + 4096)
+ours = counting.lora_param_count(llama2_7b, ["q_proj", "v_proj"], r=8)
+peft_7b, (trainable, total) = counting.peft_summary(models.synthetic_model("llama-2-7b"), ["q_proj", "v_proj"], r=8)
+print(f"by hand {by_hand:,}, lora_param_count {ours:,}, PEFT {trainable:,} -> agree: {by_hand == ours == trainable}")
+peft_7b.print_trainable_parameters()
+print(counting.verdict("Llama-2-7B trainable", 4_194_304, trainable))
+print(counting.verdict("Llama-2-7B all params", 6_742_609_920, total))
+print(counting.verdict("Llama-2-7B trainable%", 0.0622, 100 * trainable / total))
+
+# %% [markdown]
+# ### Llama-3.2-1B, q_proj + v_proj, r = 8
+#
+# Another seed note prints `trainable params: 4,194,304 || all params: 1,239,863,296 || trainable%: 0.34` for
+# Llama-3.2-1B. That trainable count is the 7B one again. Llama-3.2-1B has 16 layers, hidden size 2048, and
+# *grouped-query attention*: 32 query heads but only 8 key/value heads of size 64, so `v_proj` maps
+# 2048 → 512, not 2048 → 2048.
+
+# %%
+llama32_1b = models.synthetic_model("llama-3.2-1b")
+attn = llama32_1b.model.layers[0].self_attn
+print("q_proj:", attn.q_proj, "\nv_proj:", attn.v_proj, "\nlayers:", len(llama32_1b.model.layers))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+by_hand = 16 * (8 * (2048 + 2048) + 8 * (2048 + 512))
+ours = counting.lora_param_count(llama32_1b, ["q_proj", "v_proj"], r=8)
+peft_1b, (trainable, total) = counting.peft_summary(models.synthetic_model("llama-3.2-1b"), ["q_proj", "v_proj"], r=8)
+print(f"by hand {by_hand:,}, lora_param_count {ours:,}, PEFT {trainable:,} -> agree: {by_hand == ours == trainable}")
+peft_1b.print_trainable_parameters()
+print(counting.verdict("Llama-3.2-1B trainable", 4_194_304, trainable))
+print(counting.verdict("Llama-3.2-1B all params", 1_239_863_296, total))
+print(counting.verdict("Llama-3.2-1B trainable%", 0.34, 100 * trainable / total, digits=2))
+
+# %% [markdown]
+# The truth is **851,968** trainable of 1,236,666,368 (0.069%). (Our total counts the tied input/output
+# embedding once, as PEFT does; the seed's total is not reproducible either.)
+#
+# ## Which names to target, per architecture
+#
+# `target_modules` are *names*, and every architecture names its layers differently. The seed notes list
+# Llama `["q_proj", "v_proj"]`, GPT `["c aftn"]` (a typo for `c_attn`) and BERT `["query", "value"]`. Find the
+# names yourself with `model.named_modules()`; `lora.describe_linear_layers` groups the linear ones by suffix.
+# Tiny random models have the same names as the full-size ones:
+
+# %%
+tiny = {arch: models.tiny_model(arch) for arch in ("llama", "gpt2", "bert")}
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for arch, model in tiny.items():
+    print(f"{arch}:\n{lora.describe_linear_layers(model)}\n")
+
+# %% [markdown]
+# * **Llama** (and Mistral, Qwen2, SmolLM2): attention `q_proj k_proj v_proj o_proj`, MLP `gate_proj up_proj
+#   down_proj`. `lm_head` is the output head, which `"all-linear"` leaves out.
+# * **GPT-2**: one fused `c_attn` computes q, k and v together (768 → 2304); `c_proj` is the name of *two*
+#   layers (attention output and MLP output); `c_fc` is the MLP input. They are `Conv1D`, not `nn.Linear`,
+#   with the weight stored transposed (`fan_in_fan_out`).
+# * **BERT**: `query key value`, then `attention.output.dense`, `intermediate.dense`, `output.dense`, and the
+#   `pooler.dense`.
+#
+# A name that matches nothing is an error that shows the names that do exist (PEFT raises too, but without the
+# list):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+try:
+    lora.inject_lora(tiny["gpt2"], ["c aftn"], r=8, alpha=16)
+except ValueError as err:
+    print("ValueError:", err)
+
+# %% [markdown]
+# The recipes at r = 8 on full-size shapes (configs only), each cross-checked against PEFT on a fresh copy:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from transformers import AutoModel, BertConfig, GPT2Config
+
+recipes = [
+    ("GPT-2 (124M)", lambda: counting.meta_model(GPT2Config()), ["c_attn"]),
+    ("GPT-2 (124M)", lambda: counting.meta_model(GPT2Config()), "all-linear"),
+    ("BERT-base", lambda: counting.meta_model(BertConfig(), AutoModel), ["query", "value"]),
+    ("BERT-base", lambda: counting.meta_model(BertConfig(), AutoModel), "all-linear"),
+    ("SmolLM2-135M", lambda: models.synthetic_model("smollm2-135m"), ["q_proj", "v_proj"]),
+    ("SmolLM2-135M", lambda: models.synthetic_model("smollm2-135m"), "all-linear"),
+    ("Llama-3-8B", lambda: models.synthetic_model("llama-3-8b"), ["q_proj", "v_proj"]),
+    ("Llama-3-8B", lambda: models.synthetic_model("llama-3-8b"), "all-linear"),
+]
+print(f"{'model':<13} {'targets':<20} {'ours':>12} {'PEFT':>12} {'trainable%':>10}")
+for name, build, targets in recipes:
+    ours = counting.lora_param_count(build(), targets, r=8)
+    _, (theirs, total) = counting.peft_summary(build(), targets, r=8)
+    print(f"{name:<13} {str(targets):<20} {ours:>12,} {theirs:>12,} {100 * theirs / total:>10.4f}")
+
+# %% [markdown]
+# ## Rank vs parameters, from 135M to 70B
+#
+# The count is linear in `r`, so on log axes every configuration is a straight line. `rank_sweep` gives one row
+# per rank (the model is not modified); the right panel shows the share of the whole model, which is what
+# `print_trainable_parameters` calls trainable%.
+
+# %%
+_ = show_source(counting.rank_sweep)
+
+# %%
+ranks = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+sweeps = {}
+for shape in ("smollm2-135m", "llama-2-7b", "llama-2-70b"):
+    model = models.synthetic_model(shape)
+    for label, targets in (("q+v", ["q_proj", "v_proj"]), ("all-linear", "all-linear")):
+        sweeps[f"{shape}, {label}"] = counting.rank_sweep(model, ranks, targets)
+_ = plots.plot_rank_sweep(sweeps)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for label in ("llama-2-7b, q+v", "llama-2-7b, all-linear"):
+    print(label)
+    print(counting.format_table(sweeps[label]), "\n")
+
+# %% [markdown]
+# Every curve is cross-checked against PEFT at its smallest and largest rank (PEFT builds its adapters on the
+# `meta` device too, so even 70B at r = 256 is cheap):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for label, rows in sweeps.items():
+    shape, targets = label.split(", ")
+    targets = ["q_proj", "v_proj"] if targets == "q+v" else targets
+    agree = []
+    for row in (rows[0], rows[-1]):  # r = 1 and r = 256
+        _, (trainable, total) = counting.peft_summary(models.synthetic_model(shape), targets, r=row["r"])
+        agree.append((trainable, total) == (row["trainable"], row["total"]))
+    print(f"{label:<26} r=1 and r=256 agree with PEFT: {all(agree)}")
+
+# %% [markdown]
+# How much more does "all-linear" train than q+v at the same rank, and how big does it get at r = 256?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for shape in ("smollm2-135m", "llama-2-7b", "llama-2-70b"):
+    qv, al = sweeps[f"{shape}, q+v"], sweeps[f"{shape}, all-linear"]
+    print(f"{shape:<13} all-linear / q+v at the same r: {al[0]['trainable'] / qv[0]['trainable']:.2f}x;"
+          f"  r=256 all-linear: {al[-1]['percent']:.1f}% of the model, q+v: {qv[-1]['percent']:.2f}%")
+
+# %% [markdown]
+# The MLP matrices are wide, so all-linear trains several times more than q+v at the same rank (grouped-query
+# attention makes the ratio larger still, since q+v is then the cheapest pair). The share of the model shrinks
+# with model size: at the same rank a small model's adapters are a far larger fraction of it. The number of
+# *trainable* parameters is rarely what fills memory; the frozen weights and the activations are (notebook 05).
+#
+# ## "All params shrinks in 4-bit": checked
+#
+# A seed note shows a 4-bit QLoRA setup of Llama-2-7B printing `all params: 3,752,071,168` (vs 6,742,609,920
+# in 16-bit) and explains "All params is smaller because the base model is 4-bit!". The number of *values* in
+# a matrix does not depend on how many bits each takes. What does change is how they are *stored*:
+# bitsandbytes packs two 4-bit values into one byte of a `Params4bit` tensor, so its `numel()` is half. Today's
+# PEFT undoes that (`numel × 2 × bytes per storage element` in `get_nb_trainable_parameters`), and so does
+# `counting.trainable_summary`.
+#
+# Checked for real: the embedded SmolLM2 loaded in 4-bit NF4 with bitsandbytes, **on this CPU** (bitsandbytes
+# 0.50 runs NF4 on CPU — another seed note says it does not), then PEFT LoRA on q+v at r = 8, vs the fp32 load.
+
+# %%
+from transformers import BitsAndBytesConfig
+
+bnb_config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                bnb_4bit_compute_dtype=torch.float32)
+model_4bit, _ = models.load_causal_lm(quantization_config=bnb_config)
+model_fp32, _ = models.load_causal_lm(verbose=False)
+print(model_4bit.model.layers[0].self_attn.q_proj)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+packed_4bit = counting.stored_elements(model_4bit)  # numel() as stored, before PEFT adds adapters
+predicted_packed = counting.stored_elements_if_4bit(model_fp32)  # from the fp32 shapes, also before PEFT
+peft_4bit, (trainable_4bit, total_4bit) = counting.peft_summary(model_4bit, ["q_proj", "v_proj"], r=8)
+peft_fp32, (trainable_fp32, total_fp32) = counting.peft_summary(model_fp32, ["q_proj", "v_proj"], r=8)
+print("4-bit:", end=" ")
+peft_4bit.print_trainable_parameters()
+print("fp32: ", end=" ")
+peft_fp32.print_trainable_parameters()
+print("ours on the 4-bit model:", counting.format_summary(*counting.trainable_summary(peft_4bit)))
+print("same all-params count in 4-bit and fp32:", total_4bit == total_fp32)
+print(f"stored elements of the 4-bit model (two values per byte): {packed_4bit:,}")
+print("  = what the 4-bit simulation predicts from the fp32 shapes:",
+      packed_4bit == predicted_packed)
+
+# %% [markdown]
+# So PEFT today prints the *same* "all params" for the 4-bit and the fp32 model; the shrinking number is a count
+# of stored elements that ignores the packing. For Llama-2-7B that count can be computed from the meta model
+# (every linear weight but `lm_head` halved):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+stored_7b = counting.stored_elements_if_4bit(models.synthetic_model("llama-2-7b")) + 4_194_304
+print(counting.verdict("Llama-2-7B 4-bit all params, as PEFT prints it today", 3_752_071_168, 6_742_609_920))
+print(counting.verdict("Llama-2-7B 4-bit stored elements (packing ignored)", 3_752_071_168, stored_7b))
+
+# %% [markdown]
+# Neither reading reproduces the seed's 3,752,071,168: today PEFT prints the unchanged 6,742,609,920, and even a
+# count that ignores the packing gives 3,504,607,232. What 4-bit shrinks is **bytes**, not parameters —
+# notebooks 04 and 05 measure those.
+#
+# ## Summary
+#
+# * One layer: `r·(d_in + d_out)`. A model: the sum over the targeted layers — compute it from a config on the
+#   `meta` device with `counting.lora_param_count`, and check names with `lora.describe_linear_layers`.
+# * Llama-2-7B q+v at r = 8: 4,194,304 (0.0622%) — right in the seeds. Llama-3.2-1B: 851,968, not 4,194,304.
+# * Grouped-query attention makes `k_proj`/`v_proj` narrow, so per-model counts need the real shapes.
+# * 4-bit changes the bytes per parameter, not the number of parameters.
+#
+# **Exercises** (in `exercises/03_counting_lora_parameters.ipynb`): the GPT-2 rank sweep of the seed exercise,
+# and predicting a Llama count from its config by hand.
