@@ -114,10 +114,8 @@ def on_colab() -> bool:
     return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
 
 
-def report() -> dict[str, str]:
-    """Print the environment (first code cell of every notebook) and return it."""
+def report() -> None:
+    """Print the environment (first code cell of every notebook); ``environment()`` returns the same as a dict."""
     info = environment()
     width = max(map(len, info))
-    for key, value in info.items():
-        print(f"{key:<{width}}  {value}")
-    return info
+    print("\n".join(f"{key:<{width}}  {value}" for key, value in info.items()))

@@ -294,7 +294,9 @@ def check_pair(py: Path, executed: bool) -> list[str]:
     if cell_signature(nb) != cell_signature(read_source(py)):
         problems.append(f"{rel} does not match {py.name}: {fix}")
     if executed:
-        unrun = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip() and c.execution_count is None]
+        # the Colab setup cell does nothing elsewhere, so a notebook executed off Colab may carry it unexecuted
+        unrun = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()
+                 and c.execution_count is None and COLAB_TAG not in c.metadata.get("tags", [])]
         if unrun:
             problems.append(f"{rel} has unexecuted code cells {unrun[:5]}: {fix}")
         errors = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and any(o.output_type == "error" for o in c.outputs)]
