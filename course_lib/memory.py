@@ -326,3 +326,35 @@ def measure(device: str | torch.device | None = None):
 def fits(estimate: MemoryEstimate, gpu_bytes: float = 16 * GB, reserve: float = 0.9) -> bool:
     """Whether ``estimate`` fits a GPU of ``gpu_bytes``, keeping 10% for the CUDA context and fragmentation."""
     return estimate.total_bytes <= reserve * gpu_bytes
+
+
+def tensor_bytes(model) -> int:
+    """Bytes of every parameter and buffer of ``model``, plus bitsandbytes' quantization state (absmax, ...)."""
+    seen, total = set(), 0
+    tensors = list(model.parameters()) + list(model.buffers())
+    for p in list(model.parameters()):
+        state = getattr(p, "quant_state", None)
+        if state is not None:
+            tensors += [state.absmax, state.code] + ([state.state2.absmax, state.state2.code, state.offset]
+                                                     if state.nested else [])
+    for t in tensors:
+        key = (t.untyped_storage().data_ptr(), t.device)
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+    return total
+
+
+RESULTS_CSV = "benchmarks/results/memory_accuracy.csv"
+
+
+def gpu_measurements() -> list[dict]:
+    """The committed predicted-vs-measured rows of ``benchmarks/memory_accuracy.py`` (run on a GPU)."""
+    import csv
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / RESULTS_CSV
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run benchmarks/memory_accuracy.py on a CUDA GPU to create it")
+    with path.open() as f:
+        return list(csv.DictReader(f))

@@ -93,3 +93,35 @@ def plot_losses(losses: list[float], title: str = "training loss"):
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return ax
+
+
+# ------------------------------------------------------------------------------- 04 NF4 quantization
+def plot_quantization_histograms(w, w_hat, code=None, title: str = "NF4 round trip"):
+    """Left: histogram of the weights (with the NF4 levels of the largest block scale marked). Right: errors."""
+    import matplotlib.pyplot as plt
+
+    w, w_hat = w.detach().float().reshape(-1), w_hat.detach().float().reshape(-1)
+    fig, (ax_w, ax_e) = plt.subplots(1, 2, figsize=(11, 3.5))
+    ax_w.hist(w.numpy(), bins=200, color="tab:blue", alpha=0.8)
+    ax_w.set(title=f"{title}: weights", xlabel="value", ylabel="count")
+    ax_e.hist((w_hat - w).numpy(), bins=200, color="tab:red", alpha=0.8)
+    ax_e.set(title="error (dequantized - original)", xlabel="error")
+    fig.tight_layout()
+    return ax_w, ax_e
+
+
+# ------------------------------------------------------------------------------- 05 memory budgets
+def plot_memory_vs_tokens(curves: dict[str, tuple[list, list]], *, gpu_gb: float | None = 16.0,
+                          title: str = "Predicted peak memory vs sequence length"):
+    """curves: label -> (sequence lengths, GB). A dashed line marks a GPU's memory (a T4's 16 GB by default)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, (xs, ys) in curves.items():
+        ax.plot(xs, ys, marker="o", label=label)
+    if gpu_gb:
+        ax.axhline(gpu_gb, color="gray", linestyle="--", label=f"{gpu_gb:g} GB GPU")
+    ax.set(xscale="log", xlabel="tokens per step (batch x sequence)", ylabel="GB", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return ax
