@@ -3,6 +3,7 @@
     python tools/nbtool.py execute [NAME ...]   regenerate and execute notebooks/NN_*.ipynb from notebooks/NN_*.py
     python tools/nbtool.py course               execute every notebook into build/ (+ HTML), print a time table
     python tools/nbtool.py render [DIR]         HTML of the committed notebooks + index (no execution)
+    python tools/nbtool.py times                markdown table of the run times the committed notebooks recorded
     python tools/nbtool.py exercises            regenerate exercises/ (and solutions/*.ipynb) from solutions/*.py
     python tools/nbtool.py check                fail when a pair is out of sync or exercises are stale
     python tools/nbtool.py colab                write the Colab badge and setup cell into every source
@@ -121,6 +122,17 @@ def cmd_course(names: list[str]) -> None:
         print(f"{name:<{width}}  {seconds:7.1f} s")
     print(f"{'total':<{width}}  {sum(times.values()):7.1f} s")
     print(f"\nexecuted notebooks: {_rel(out_nb)}/   HTML: {_rel(BUILD / 'html')}/   index: {_rel(BUILD / 'index.html')}")
+
+
+def cmd_times() -> None:
+    """A markdown table of the run time each committed notebook recorded when `make notebooks` executed it."""
+    print("| notebook | run time | executed on |\n| --- | --- | --- |")
+    for py in sources(NOTEBOOKS):
+        ipynb = py.with_suffix(".ipynb")
+        recorded = nbformat.read(ipynb, as_version=4).metadata.get("course", {}) if ipynb.exists() else {}
+        seconds = recorded.get("run_seconds")
+        print(f"| {py.stem} | {f'{seconds:.0f} s' if seconds is not None else 'not recorded'} | "
+              f"{recorded.get('device', 'not recorded')} |")
 
 
 def cmd_render(out: Path) -> None:
@@ -334,12 +346,12 @@ def cmd_check() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["execute", "course", "render", "exercises", "check", "colab"])
+    parser.add_argument("command", choices=["execute", "course", "render", "times", "exercises", "check", "colab"])
     parser.add_argument("names", nargs="*", help="notebook names or numbers (default: all)")
     args = parser.parse_args(argv)
     try:
         {"execute": lambda: cmd_execute(args.names), "course": lambda: cmd_course(args.names),
-         "exercises": cmd_exercises, "check": cmd_check, "colab": cmd_colab,
+         "exercises": cmd_exercises, "check": cmd_check, "colab": cmd_colab, "times": cmd_times,
          "render": lambda: cmd_render(Path(args.names[0]) if args.names else BUILD)}[args.command]()
     except PipelineError as exc:
         sys.exit(f"error: {exc}")
