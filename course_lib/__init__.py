@@ -6,3 +6,9 @@ on demand so that ``import course_lib`` stays fast.
 """
 
 __version__ = "0.1.0"
+
+import logging as _logging
+
+# On CPUs with AVX512-BF16, bitsandbytes tries to fetch an optional kernel from the Hugging Face hub at import and
+# warns when it cannot; it then uses its own built-in CPU kernel. Offline that warning is noise in every notebook.
+_logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
