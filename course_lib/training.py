@@ -17,6 +17,7 @@ import random
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,6 +162,7 @@ def training_arguments(output_dir, *, steps: int, lr: float, batch_size: int, se
         logging_steps=1, report_to="none", disable_tqdm=True, remove_unused_columns=False,
         save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
         include_num_input_tokens_seen=True, dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning is for copies to a GPU; on a CPU it only warns
     )
 
 
@@ -191,6 +193,9 @@ def train(model, train_dataset, *, pad_token_id: int, steps: int = 60, lr: float
         checkpoint = last_checkpoint(output_dir) if resume else None
         start_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
         start = time.perf_counter()
+        # transformers 5.2x warns about its own deprecated call inside Trainer: not something a student can fix
+        stack.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         try:
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         finally:
@@ -291,7 +296,7 @@ def check_base(model, folder: str | Path) -> None:
     if diff:
         details = ", ".join(f"{k}: adapter {a!r} vs model {b!r}" for k, (a, b) in diff.items())
         raise WrongBaseModelError(
-            f"the adapter in {folder} was trained on a different base model ({details}). Its update only makes "
+            f"the adapter in {Path(folder).name!r} was trained on a different base model ({details}). Its update only makes "
             "sense on the weights it was trained with: load the same base model it was trained on.")
 
 
