@@ -46,6 +46,14 @@ def seed_everything(seed: int = 0) -> None:
         pass
 
 
+@contextlib.contextmanager
+def _quiet_deprecations():
+    """PEFT calls transformers' deprecated ``is_gradient_checkpointing``: a warning no student can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 # ------------------------------------------------------------------------------------------------ adding LoRA
 def add_lora(model, impl: str = "peft", *, r: int = 8, alpha: float = 16, targets=("q_proj", "v_proj"),
              dropout: float = 0.05, init: dict | None = None, seed: int = 0):
@@ -60,7 +68,8 @@ def add_lora(model, impl: str = "peft", *, r: int = 8, alpha: float = 16, target
         from peft import LoraConfig, get_peft_model
 
         config = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=dropout, task_type="CAUSAL_LM")
-        model = get_peft_model(model, config)
+        with _quiet_deprecations():
+            model = get_peft_model(model, config)
     elif impl == "ours":
         lora.inject_lora(model, targets, r=r, alpha=alpha, dropout=dropout)
     else:
@@ -207,6 +216,21 @@ def train(model, train_dataset, *, pad_token_id: int, steps: int = 60, lr: float
                        tokens=int(trainer.state.num_input_tokens_seen))
 
 
+def lr_sweep(make_model, train_dataset, eval_dataset, lrs, *, pad_token_id: int, steps: int = 6,
+             batch_size: int = 4, desc: str = "") -> dict[float, float]:
+    """Held-out loss after ``steps`` steps at each learning rate; ``make_model()`` builds a fresh trainable model
+    each time (LoRA-wrapped, or a plain model for full fine-tuning). A diverged run reports ``inf``."""
+    losses = {}
+    for lr in lrs:
+        model = make_model()
+        train(model, train_dataset, pad_token_id=pad_token_id, steps=steps, lr=lr, batch_size=batch_size,
+              desc=f"{desc} lr={lr:g}")
+        loss = evaluate(model, eval_dataset, pad_token_id=pad_token_id)["loss"]
+        losses[lr] = loss if math.isfinite(loss) else float("inf")
+        del model
+    return losses
+
+
 # ------------------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate(model, eval_dataset, *, pad_token_id: int, batch_size: int = 16) -> dict:
@@ -306,10 +330,11 @@ def load_adapter(model, folder: str | Path, adapter_name: str = "default"):
     from peft import PeftModel
 
     check_base(model, folder)
-    if isinstance(model, PeftModel):
-        model.load_adapter(str(folder), adapter_name=adapter_name)
-        return model
-    return PeftModel.from_pretrained(model, str(folder), adapter_name=adapter_name)
+    with _quiet_deprecations():
+        if isinstance(model, PeftModel):
+            model.load_adapter(str(folder), adapter_name=adapter_name)
+            return model
+        return PeftModel.from_pretrained(model, str(folder), adapter_name=adapter_name)
 
 
 def folder_size(folder: str | Path) -> int:

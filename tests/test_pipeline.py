@@ -70,10 +70,24 @@ def test_sync_check_catches_an_edited_source_and_an_unexecuted_notebook(tmp_path
     assert any("unexecuted code cells [2]" in p for p in nbtool.check_pair(py, executed=True))
 
 
-def test_every_notebook_opens_with_goals_run_time_and_environment_report():
+def test_every_notebook_opens_with_goals_colab_setup_and_environment_and_ends_with_a_quiz():
     for py in nbtool.sources(nbtool.NOTEBOOKS):
         nb = nbtool.read_source(py)
         first_md = next(c for c in nb.cells if c.cell_type == "markdown").source
-        first_code = next(c for c in nb.cells if c.cell_type == "code").source
+        code = [c for c in nb.cells if c.cell_type == "code"]
         assert "**You will:**" in first_md and "**Runs in:**" in first_md, py.name
-        assert "hardware.report()" in first_code, py.name
+        assert "colab-badge.svg" in first_md and nbtool.COLAB_TAG in code[0].metadata.get("tags", []), py.name
+        assert "hardware.report()" in code[1].source, py.name
+        assert code[-1].source.strip().endswith(f'quiz.show("{py.stem[:2]}")'), f"{py.name} must end with its quiz"
+
+
+def test_colab_cell_and_badge_come_from_the_one_setting(tmp_path):
+    py = _executed_pair(tmp_path)
+    assert nbtool.colab_problems(py) != []  # a source without them is reported
+    nb = nbtool.with_colab(nbtool.read_source(py), py)
+    repo = nbtool.course_settings()["repository"]
+    assert f"colab.research.google.com/github/{repo}/blob/" in nb.cells[0].source
+    assert f"git+https://github.com/{repo}@" in nb.cells[1].source and "keep-torch" in nb.cells[1].source
+    # applying it twice changes nothing: the badge and the cell are replaced, not duplicated
+    again = nbtool.with_colab(nb, py)
+    assert nbtool.cell_signature(again) == nbtool.cell_signature(nb)

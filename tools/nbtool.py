@@ -219,8 +219,9 @@ def colab_problems(path: Path) -> list[str]:
         f"{_rel(path)}: Colab badge or setup cell missing or out of date: run `make colab`"]
 
 
-def cmd_colab() -> None:
-    for py in sources(NOTEBOOKS) + sources(SOLUTIONS):
+def cmd_colab(names: list[str] | None = None) -> None:
+    for py in sources(NOTEBOOKS, names) + sources(SOLUTIONS, [n for n in names or [] if (SOLUTIONS / f"{n}.py").exists()
+                                                                or list(SOLUTIONS.glob(f"{n}_*.py"))] or None):
         if colab_problems(py):
             jupytext.write(with_colab(jupytext.read(py), py), py, fmt="py:percent")
             print(f"updated {_rel(py)}")
@@ -323,9 +324,9 @@ def cmd_check() -> None:
     if not notebooks:
         problems.append("no notebooks/NN_*.py found")
     for py in notebooks:
-        problems += check_pair(py, executed=True)
+        problems += check_pair(py, executed=True) + colab_problems(py)
     for py in sources(SOLUTIONS):
-        problems += check_pair(py, executed=False)
+        problems += check_pair(py, executed=False) + colab_problems(py)
         ex_py = EXERCISES / py.name
         try:
             expected = make_exercise(py)
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         {"execute": lambda: cmd_execute(args.names), "course": lambda: cmd_course(args.names),
-         "exercises": cmd_exercises, "check": cmd_check, "colab": cmd_colab, "times": cmd_times,
+         "exercises": cmd_exercises, "check": cmd_check, "colab": lambda: cmd_colab(args.names), "times": cmd_times,
          "render": lambda: cmd_render(Path(args.names[0]) if args.names else BUILD)}[args.command]()
     except PipelineError as exc:
         sys.exit(f"error: {exc}")

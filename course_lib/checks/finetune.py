@@ -51,3 +51,38 @@ def check_save_reload_merge(fn) -> None:
         fail(f"merged outputs differ from the trained model's by {err:.3g}",
              "load the adapter onto the fresh base (training.load_adapter), then merge it.")
     passed(f"saved, reloaded onto a fresh base and merged: outputs agree (max difference {err:.1e}).")
+
+
+RECIPE_STEPS, RECIPE_MAX_TRAINABLE, RECIPE_TARGET_LOSS = 6, 1_000_000, 0.1
+
+
+def check_recipe(fn) -> None:
+    """``fn()`` -> ``{"r", "alpha", "targets", "lr"}``: a LoRA recipe that, on SmolLM2 and the orders task, gets the
+    held-out loss below ``RECIPE_TARGET_LOSS`` in ``RECIPE_STEPS`` steps of batch 4 with at most
+    ``RECIPE_MAX_TRAINABLE`` trainable parameters. The checker really trains it (about 15 s on a CPU)."""
+    from course_lib import data, models, training
+
+    recipe = _call(fn, name="choose_recipe")
+    if not isinstance(recipe, dict) or not {"r", "alpha", "targets", "lr"} <= set(recipe):
+        fail(f"choose_recipe returned {recipe!r}", 'return a dict like {"r": 8, "alpha": 16, "targets": [...], "lr": ...}')
+    model, tokenizer = models.load_causal_lm(verbose=False)
+    try:
+        model = training.add_lora(model, "peft", r=recipe["r"], alpha=recipe["alpha"], targets=recipe["targets"],
+                                  dropout=0.0)
+    except (ValueError, TypeError) as exc:
+        fail(f"that recipe cannot be applied: {exc}", "r a positive int, alpha > 0, targets a list of module names.")
+    trainable = training.count_trainable(model)[0]
+    if trainable > RECIPE_MAX_TRAINABLE:
+        fail(f"{trainable:,} trainable parameters, over the budget of {RECIPE_MAX_TRAINABLE:,}",
+             "fewer target modules or a smaller r: q_proj and v_proj at r=8 train 460,800.")
+    orders = data.load_task("orders")
+    train_set = data.tokenize_dataset(orders["train"], tokenizer)
+    eval_set = data.tokenize_dataset(orders["eval"].select(range(16)), tokenizer)
+    training.train(model, train_set, pad_token_id=tokenizer.pad_token_id, steps=RECIPE_STEPS, lr=recipe["lr"],
+                   batch_size=4, desc="your recipe")
+    loss = training.evaluate(model, eval_set, pad_token_id=tokenizer.pad_token_id)["loss"]
+    if not loss <= RECIPE_TARGET_LOSS:
+        fail(f"held-out loss {loss:.3f} after {RECIPE_STEPS} steps, the target is {RECIPE_TARGET_LOSS}",
+             "the learning rate matters most with so few steps: LoRA's update starts at zero and wants a much "
+             "larger learning rate than full fine-tuning (see the sweep in notebook 06).")
+    passed(f"held-out loss {loss:.3f} after {RECIPE_STEPS} steps with {trainable:,} trainable parameters.")
