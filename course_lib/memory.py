@@ -142,9 +142,11 @@ def nf4_bytes(numel: int, blocksize: int = 64, double_quant: bool = True) -> tup
 def estimate_training_memory(config, method: str, *, r: int = 8, target_modules=("q_proj", "v_proj"),
                              batch_size: int = 1, seq_len: int = 512, compute_dtype: torch.dtype = torch.bfloat16,
                              gradient_checkpointing: bool = True, double_quant: bool = True,
-                             blocksize: int = 64) -> MemoryEstimate:
+                             blocksize: int = 64, upcast_non_quantized: bool = True) -> MemoryEstimate:
     """Predict the peak memory of training ``config`` with ``method`` ("full", "lora" or "qlora"); see the module
-    docstring for the recipe this models. ``target_modules``: LoRA targets (names or "all-linear")."""
+    docstring for the recipe this models. ``target_modules``: LoRA targets (names or "all-linear").
+    ``upcast_non_quantized=False`` (qlora only): the FSDP-QLoRA recipe, which skips ``prepare_model_for_kbit_training``
+    and keeps embeddings, norms and the residual stream in ``compute_dtype`` (FSDP wants one dtype per unit)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     if compute_dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -164,7 +166,8 @@ def estimate_training_memory(config, method: str, *, r: int = 8, target_modules=
     quant_state = 0
     if method == "qlora":
         packed = [nf4_bytes(i * o, blocksize, double_quant) for i, o in linears.values()]
-        weights = L * sum(p for p, _ in packed) + sum(_alloc(4 * x) for x in embeddings + small)
+        nb = 4 if upcast_non_quantized else cb  # bytes of each parameter that is not 4-bit
+        weights = L * sum(p for p, _ in packed) + sum(_alloc(nb * x) for x in embeddings + small)
         quant_state = L * sum(q for _, q in packed)
     else:
         weights = L * sum(_alloc(cb * i * o) for i, o in linears.values()) + sum(_alloc(cb * x) for x in embeddings + small)
@@ -179,7 +182,7 @@ def estimate_training_memory(config, method: str, *, r: int = 8, target_modules=
         gradients, optimizer_state = adapters, 2 * adapters
 
     # ---- activations: a = bytes of the residual stream
-    a = 4 if method == "qlora" else cb
+    a = 4 if method == "qlora" and upcast_non_quantized else cb
     if gradient_checkpointing:
         stored = L * _alloc(n * h * a) + 2 * _alloc(n * s["head_dim"] * a)  # layer inputs + RoPE cos/sin
         layer = _layer_backward_bytes(s, n, a, targets, method)
@@ -229,6 +232,79 @@ def _layer_backward_bytes(s: dict, n: int, a: int, targets, method: str, saved_o
     if method == "qlora":  # bitsandbytes dequantizes the weight being multiplied to 16-bit
         temporaries += _alloc(2 * max(i * o for i, o in _linears(s).values()))
     return saved + temporaries
+
+
+# --------------------------------------------------------------------------------------------- several GPUs
+STRATEGIES = ("ddp", "fsdp")
+
+
+@dataclass
+class PerGPUEstimate(MemoryEstimate):
+    """``MemoryEstimate`` of one GPU out of ``num_gpus``, with one more part: ``comm_buffers``, the memory that
+    exists only because there are several GPUs (FSDP's all-gathered parameters, DDP's gradient buckets)."""
+
+    comm_buffers: int = 0
+    num_gpus: int = 1
+    strategy: str = "ddp"
+
+    PARTS = MemoryEstimate.PARTS + ("comm_buffers",)
+
+
+def estimate_per_gpu_memory(config, method: str, num_gpus: int = 1, strategy: str = "fsdp", *,
+                            gathered_layers: int = 2, **kwargs) -> PerGPUEstimate:
+    """Peak memory of *one* GPU when ``num_gpus`` GPUs train ``config`` together; ``batch_size`` is per GPU.
+
+    * ``"ddp"``: every GPU holds everything the single-GPU estimate holds, plus DDP's gradient buckets (a second
+      copy of the trainable gradients, which it all-reduces). More GPUs: more examples per step, not more room.
+    * ``"fsdp"`` (FULL_SHARD, one unit per decoder layer, as accelerate's TRANSFORMER_BASED_WRAP does): weights,
+      adapters, gradients and optimizer state are split N ways. Not split: bitsandbytes' quantization state (kept
+      on every GPU's modules, it is not a parameter) and the activations. Added (``comm_buffers``): the root
+      unit's full parameters (embeddings, final norm, lm_head: gathered from the forward to the backward pass) and
+      the full parameters of ``gathered_layers`` decoder layers (the one computing, the one prefetched), plus
+      their full gradients when every weight trains. QLoRA uses the FSDP-QLoRA recipe
+      (``upcast_non_quantized=False``, ``bnb_4bit_quant_storage`` = compute dtype) unless told otherwise.
+
+    ``num_gpus=1`` returns the single-GPU estimate unchanged: one process has nothing to shard or communicate.
+    Other keyword arguments go to ``estimate_training_memory``.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+    if not isinstance(num_gpus, int) or num_gpus < 1:
+        raise ValueError(f"num_gpus must be a positive integer, got {num_gpus!r}")
+    if strategy == "fsdp" and method == "qlora":
+        kwargs.setdefault("upcast_non_quantized", False)
+    base = estimate_training_memory(config, method, **kwargs)
+    fields = {part: getattr(base, part) for part in MemoryEstimate.PARTS}
+    est = PerGPUEstimate(method=method, peak_phase=base.peak_phase, trainable_params=base.trainable_params,
+                         details=dict(base.details), num_gpus=num_gpus, strategy=strategy, **fields)
+    if num_gpus == 1:
+        return est
+    if strategy == "ddp":
+        est.comm_buffers = base.adapters if method != "full" else base.weights  # one bucket byte per gradient byte
+        return est
+    n = num_gpus
+    for part in ("weights", "adapters", "gradients", "optimizer_state"):
+        setattr(est, part, math.ceil(getattr(base, part) / n))
+    s = _shape(config)
+    cb = _dtype_bytes(kwargs.get("compute_dtype", torch.bfloat16))
+    upcast = kwargs.get("upcast_non_quantized", True)
+    nb = 4 if method == "qlora" and upcast else cb  # bytes of a parameter that is not 4-bit
+    linears = _linears(s)
+    if method == "qlora":
+        layer = sum(nf4_bytes(i * o, kwargs.get("blocksize", 64), kwargs.get("double_quant", True))[0]
+                    for i, o in linears.values())
+    else:
+        layer = sum(cb * i * o for i, o in linears.values())
+    layer += nb * 2 * s["h"] + (nb * (s["hq"] + 2 * s["hkv"]) if s["qkv_bias"] else 0)
+    targets = _targets(kwargs.get("target_modules", ("q_proj", "v_proj"))) if method != "full" else ()
+    layer_adapters = 4 * kwargs.get("r", 8) * sum(sum(linears[t]) for t in targets)
+    root = nb * s["V"] * s["h"] * (1 if s["tied"] else 2) + nb * s["h"]
+    gathered = root + gathered_layers * (layer + layer_adapters)
+    if method == "full":
+        gathered += gathered_layers * layer  # each layer's full gradient, before it is reduce-scattered
+    est.comm_buffers = gathered
+    est.details.update(root_unit=root, decoder_layer=layer, gathered_layers=gathered_layers)
+    return est
 
 
 def bytes_per_param(method: str, compute_dtype: torch.dtype = torch.bfloat16, blocksize: int = 64,
