@@ -89,6 +89,22 @@ QUIZZES: dict[str, list[Question]] = {
                   "has no native bf16", "fp32, because 4-bit needs it", "int8"), 1,
                  "torch.cuda.is_bf16_supported() is True there through slow emulation; capability >= 8.0 is the real test."),
     ],
+    "08": [
+        Question("With DDP and LoRA on 2 GPUs, what does each GPU hold?",
+                 ("half of the model", "a full copy of the frozen model and of the adapters; adapter gradients are "
+                  "averaged across GPUs after each backward", "only the adapters", "only the optimizer state"), 1,
+                 "DDP replicates; FSDP shards parameters, gradients and optimizer state across GPUs."),
+        Question("Why must `bnb_4bit_quant_storage` equal the compute dtype for FSDP with QLoRA?",
+                 ("it makes NF4 more accurate", "FSDP flattens and shards each unit's parameters together, which needs "
+                  "one storage dtype for the 4-bit and the other weights", "it enables paged optimizers",
+                  "it is only needed on a T4"), 1,
+                 "The packed 4-bit codes are then stored in bf16/fp16 containers that FSDP can shard with the rest."),
+        Question("1 and 2 processes gave the same loss curve in notebook 08 because…",
+                 ("the seed was fixed", "each process saw the same rows of every global batch and the loss was "
+                  "normalised by the tokens of the whole global batch", "gloo is deterministic",
+                  "the model was tiny"), 1,
+                 "DDP averages gradients over processes; a per-process mean over unequal token counts would differ."),
+    ],
 }
 
 

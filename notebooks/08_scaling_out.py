@@ -229,3 +229,14 @@ for n in (1, 2, 4, 8):
 # %%
 results = Path(distributed.__file__).resolve().parents[1] / "benchmarks" / "results" / "scaling_out.csv"
 print("2-GPU results:", results.name if results.is_file() else "not measured yet (no scaling_out.csv committed)")
+
+# %% [markdown]
+# ## Check yourself
+#
+# Pick an answer and press **Check** (in Jupyter or Colab). Without a widget frontend the questions are printed;
+# `quiz.answers("08")` prints the answers with their reasons.
+
+# %%
+from course_lib import quiz
+
+quiz.show("08")
