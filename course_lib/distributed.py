@@ -38,25 +38,6 @@ CPU_CONFIG = CONFIG_DIR / "ddp_cpu_2proc.yaml"
 METHODS = ("lora", "qlora")
 
 
-# ------------------------------------------------------------------------------------------------ tokenizer
-def char_tokenizer():
-    """A character-level tokenizer with a ChatML chat template (98 ids: fits the tiny model's vocab of 256)."""
-    from tokenizers import Tokenizer, decoders, pre_tokenizers
-    from tokenizers import models as tk_models
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {chr(c): i for i, c in enumerate(range(32, 127))} | {"\n": 95, "<|im_start|>": 96, "<|im_end|>": 97}
-    tk = Tokenizer(tk_models.WordLevel(vocab, unk_token="<|im_end|>"))
-    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tk.decoder = decoders.Fuse()
-    tk.add_special_tokens(["<|im_start|>", "<|im_end|>"])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<|im_end|>", eos_token="<|im_end|>")
-    tokenizer.chat_template = (
-        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    return tokenizer
-
-
 # ----------------------------------------------------------------------------------------- the global batch
 def global_batches(n_rows: int, global_batch: int, steps: int, seed: int = 0) -> list[list[int]]:
     """Row indices of each step's global batch: seeded shuffles of the dataset, one after another. Every
@@ -111,7 +92,7 @@ def build_model(args, device: torch.device):
     if args.model == "tiny":
         if args.method != "lora":
             raise ValueError("the tiny model trains with --method lora; QLoRA needs a GPU (use synthetic:<shape>).")
-        tokenizer = char_tokenizer()
+        tokenizer = models.tiny_chat_tokenizer()
         rows = data.tokenize_dataset(data.load_task("orders")["train"], tokenizer, max_length=512)
         rows = [rows[i] for i in range(len(rows))]
         model = models.tiny_model("llama", seed=args.seed, max_position_embeddings=512)

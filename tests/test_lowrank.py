@@ -74,17 +74,10 @@ def test_storage_count_rejects_nonsense():
 
 
 def test_finetune_one_layer_changes_only_that_layer():
-    from tokenizers import Tokenizer, pre_tokenizers
-    from tokenizers import models as tk_models
-    from transformers import PreTrainedTokenizerFast
-
     from course_lib import models
 
     model = models.tiny_model("llama")
-    vocab = {chr(c): i for i, c in enumerate(range(32, 127))} | {"[PAD]": 100}
-    tk = Tokenizer(tk_models.WordLevel(vocab, unk_token="[PAD]"))
-    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="[PAD]")
+    tokenizer = models.tiny_chat_tokenizer()
     before_all = {n: p.detach().clone() for n, p in model.named_parameters()}
     name = "model.layers.1.self_attn.q_proj"
     W0, W1, losses = lowrank.finetune_one_layer(model, tokenizer, name, ["1+1=2", "2+2=4"], steps=5, lr=1e-2, progress=False)
