@@ -21,8 +21,8 @@
 # `Trainer`; measure it again on held-out data (loss, perplexity and a task score); save only the adapter, load it
 # back onto a fresh base, merge it, see a wrong base model refused, and serve two adapters from one base.
 #
-# **Runs in:** about 8 minutes on a 2-core CPU that other jobs were sharing when it was measured (the timings
-# printed below are from that run, so they are pessimistic); a GPU is not needed.
+# **Runs in:** about 5 minutes on a 2-core CPU (279 s when the committed copy was executed, with other jobs sharing
+# the CPU now and then: the timings printed below are from that run); a GPU is not needed.
 #
 # Everything here comes from `course_lib.data` and `course_lib.training`.
 
@@ -118,9 +118,9 @@ print("reply    :", replies[0])
 # ## 4. Training with LoRA
 #
 # The seed notes' "good starting recipe": `r=8, alpha=16, target_modules=["q_proj", "v_proj"], dropout=0.05`.
-# The learning rate is high by full-fine-tuning standards (3e-3): LoRA's small, zero-initialised update wants
-# roughly 10x the learning rate of full fine-tuning (a claim from the seed notes we did not have the CPU budget to
-# sweep here). The loop is transformers' `Trainer`; `course_lib.training.train` only sets it up:
+# The learning rate is high by full-fine-tuning standards (3e-3): the seed notes say LoRA's small, zero-initialised
+# update wants roughly 10x the learning rate of full fine-tuning — section 5c measures that. The loop is
+# transformers' `Trainer`; `course_lib.training.train` only sets it up:
 
 # %%
 show_source(training.train)
@@ -165,8 +165,8 @@ _ = training.plot_history({"q_proj+v_proj": run, "all-linear": run_all})
 del all_linear
 
 # %% [markdown]
-# All-linear trains several times more parameters (printed above) and costs more per step; compare the curves and
-# the held-out numbers to see what that bought on this task.
+# All-linear trains several times more parameters (printed above). Compare the time per step (noisy when the CPU
+# is shared), the curves and the held-out numbers to see what that bought on this task.
 #
 # ## 5c. The learning-rate question
 #

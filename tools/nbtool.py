@@ -1,6 +1,7 @@
 """The notebook pipeline: one source of text (jupytext py:percent), executed .ipynb, generated exercises.
 
     python tools/nbtool.py execute [NAME ...]   regenerate and execute notebooks/NN_*.ipynb from notebooks/NN_*.py
+    python tools/nbtool.py prose [NAME ...]     copy edited markdown into an executed .ipynb (code unchanged only)
     python tools/nbtool.py course               execute every notebook into build/ (+ HTML), print a time table
     python tools/nbtool.py render [DIR]         HTML of the committed notebooks + index (no execution)
     python tools/nbtool.py times                markdown table of the run times the committed notebooks recorded
@@ -101,6 +102,23 @@ def render(notebooks: dict[str, nbformat.NotebookNode], times: dict[str, float],
         html, _ = HTMLExporter().from_notebook_node(nb)
         (out / "html" / f"{name}.html").write_text(html, encoding="utf-8")
     write_index(times, out, devices)
+
+
+def cmd_prose(names: list[str]) -> None:
+    """Copy edited markdown from notebooks/NN.py into the executed .ipynb without re-executing it: allowed only
+    when every code cell is unchanged, so the outputs still belong to the code beside them."""
+    for py in sources(NOTEBOOKS, names):
+        source, ipynb = read_source(py), py.with_suffix(".ipynb")
+        nb = nbformat.read(ipynb, as_version=4)
+        code = [(c.cell_type, c.source.strip()) for c in source.cells if c.cell_type == "code"]
+        if len(nb.cells) != len(source.cells) or code != [(c.cell_type, c.source.strip()) for c in nb.cells if c.cell_type == "code"] \
+                or [c.cell_type for c in nb.cells] != [c.cell_type for c in source.cells]:
+            raise PipelineError(f"{py.name}: code cells changed since it was executed: run `make notebooks NB={py.stem[:2]}`")
+        for cell, new in zip(nb.cells, source.cells):
+            if cell.cell_type == "markdown":
+                cell.source = new.source
+        write_ipynb(nb, ipynb)
+        print(f"updated the prose of {_rel(ipynb)}")
 
 
 def cmd_course(names: list[str]) -> None:
@@ -347,12 +365,12 @@ def cmd_check() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["execute", "course", "render", "times", "exercises", "check", "colab"])
+    parser.add_argument("command", choices=["execute", "prose", "course", "render", "times", "exercises", "check", "colab"])
     parser.add_argument("names", nargs="*", help="notebook names or numbers (default: all)")
     args = parser.parse_args(argv)
     try:
         {"execute": lambda: cmd_execute(args.names), "course": lambda: cmd_course(args.names),
-         "exercises": cmd_exercises, "check": cmd_check, "colab": lambda: cmd_colab(args.names), "times": cmd_times,
+         "exercises": cmd_exercises, "check": cmd_check, "colab": lambda: cmd_colab(args.names), "prose": lambda: cmd_prose(args.names), "times": cmd_times,
          "render": lambda: cmd_render(Path(args.names[0]) if args.names else BUILD)}[args.command]()
     except PipelineError as exc:
         sys.exit(f"error: {exc}")
