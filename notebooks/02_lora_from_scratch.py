@@ -20,7 +20,8 @@
 # wraps a frozen layer; check that it computes exactly what PEFT computes; merge and unmerge it; train it and see
 # that only A and B move; and *measure* whether merging makes inference faster.
 #
-# **Runs in:** ~35 s on a 2-core CPU, up to ~70 s when it is shared (it loads the 135M-parameter SmolLM2 a few times).
+# **Runs in:** about 25 s on a 2-core CPU (`make course` measured 22 s), longer when the CPU is shared (it loads
+# the 135M-parameter SmolLM2 a few times).
 
 # %% tags=["colab-setup"]
 # Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.

@@ -21,7 +21,7 @@
 # see how the count grows with the rank from 135M to 70B parameters; and check the claim that a 4-bit model
 # has "fewer parameters".
 #
-# **Runs in:** ~30 s on a 2-core CPU, up to ~50 s when it is shared. Big models are built on PyTorch's `meta` device: every shape, no
+# **Runs in:** about 25 s on a 2-core CPU (`make course` measured 22 s). Big models are built on PyTorch's `meta` device: every shape, no
 # weights, so Llama-2-70B is counted in well under a second.
 
 # %% tags=["colab-setup"]
