@@ -75,18 +75,26 @@ def embedded_checkpoint(name: str = DEFAULT_MODEL) -> Path:
     clean.load_state_dict(model.state_dict())
     clean.generation_config = model.generation_config
     model = clean
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Write into a temporary sibling and rename: an interrupted conversion never leaves a half checkpoint.
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    try:
+    with atomic_folder(target) as tmp:  # an interrupted conversion never leaves a half checkpoint
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+    return target
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | Path):
+    """Yield a temporary sibling folder of ``target``; on success it replaces ``target`` by a rename, on failure
+    it is deleted. Readers see the old folder or the complete new one, never a half-written one."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield tmp
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 # ------------------------------------------------------------------------------------------------------- the hub
@@ -290,14 +298,13 @@ def synthetic_model(shape: str, *, device: str | torch.device = "meta", dtype: t
     return model.eval()
 
 
-def save_synthetic_checkpoint(shape: str, folder: str | Path, *, dtype: torch.dtype = torch.float16) -> Path:
-    """Write a random-weight checkpoint of ``shape`` so that the real ``from_pretrained`` + ``BitsAndBytesConfig``
-    path can load it (what a GPU memory measurement needs). Built layer by layer on the CPU in ``dtype``."""
+def save_synthetic_checkpoint(shape: str, folder: str | Path, *, dtype: torch.dtype = torch.float16,
+                              device: str | torch.device = "cpu") -> Path:
+    """Write a random-weight checkpoint of ``shape`` once (reused afterwards) so that the real ``from_pretrained``
+    + ``BitsAndBytesConfig`` path can load it (what a GPU memory measurement needs). Built on ``device``."""
     folder = Path(folder)
     if (folder / "config.json").is_file():
         return folder
-    model = synthetic_model(shape, device="cpu", dtype=dtype)
-    tmp = folder.with_name(folder.name + ".tmp")
-    model.save_pretrained(tmp, max_shard_size="2GB")
-    tmp.rename(folder)
+    with atomic_folder(folder) as tmp:
+        synthetic_model(shape, device=device, dtype=dtype).save_pretrained(tmp, max_shard_size="2GB")
     return folder

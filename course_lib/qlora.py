@@ -161,15 +161,9 @@ def synthetic_checkpoint(shape: str, device: torch.device, dtype: torch.dtype = 
     """A 16-bit random-weight checkpoint of ``shape`` on local disk (built on ``device`` once, then reused), so the
     real ``from_pretrained`` + 4-bit path can load it. Kept under $COURSE_SYNTHETIC_DIR or the temp folder."""
     root = Path(os.environ.get("COURSE_SYNTHETIC_DIR") or Path(tempfile.gettempdir()) / "course_synthetic")
-    folder = root / f"{shape}-{str(dtype).replace('torch.', '')}"
-    if (folder / "config.json").is_file():
-        return folder
-    tmp = folder.with_name(folder.name + ".tmp")
-    model = models.synthetic_model(shape, device=device, dtype=dtype)
-    model.save_pretrained(tmp, max_shard_size="2GB")
-    del model
-    free_memory()
-    tmp.rename(folder)
+    folder = models.save_synthetic_checkpoint(shape, root / f"{shape}-{str(dtype).replace('torch.', '')}",
+                                              dtype=dtype, device=device)
+    free_memory()  # the model built on the GPU to write the checkpoint is gone: give its memory back
     return folder
 
 

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import random
-import shutil
 import tempfile
 import time
 import warnings
@@ -26,6 +25,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
 from course_lib import data
+from course_lib.models import atomic_folder
 
 COMPLETE = "COMPLETE"  # marker written into a checkpoint folder once everything in it is on disk
 FINGERPRINT = "base_model_fingerprint.json"
@@ -297,16 +297,9 @@ def save_adapter(model, folder: str | Path) -> Path:
     if not hasattr(model, "peft_config"):
         raise TypeError("save_adapter expects a PEFT model (training.add_lora(..., impl='peft')); for a full model "
                         "use model.save_pretrained.")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         model.save_pretrained(tmp)
         (tmp / FINGERPRINT).write_text(json.dumps(base_fingerprint(model), indent=2), encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
