@@ -4,7 +4,7 @@ made to behave like a T4 (15 GiB cap, fp16), and the longest batch x sequence th
     python benchmarks/qlora_memory.py --out benchmarks/results      # on a CUDA GPU (minutes)
     python benchmarks/qlora_memory.py --debug                       # synthetic smollm2-135m shape on CPU: code path
 
-Every point is a real ``course_lib.qlora.train`` run (Trainer, fp16 with loss scaling, paged AdamW, gradient
+Every point is a real ``course_lib.training.train`` run (Trainer, fp16 with loss scaling, paged AdamW, gradient
 checkpointing) of ``--steps`` steps on random token ids, on a synthetic model (random weights) loaded through
 ``from_pretrained`` with ``BitsAndBytesConfig`` (QLoRA) or in fp16 (LoRA). Measured: ``max_memory_allocated``
 (which leaves out the paged optimizer's unified memory, a few MB with LoRA; the prediction counts it) and tokens/s
@@ -42,7 +42,7 @@ def main() -> None:
 def run(args) -> list[dict]:
     from peft import get_peft_model
 
-    from course_lib import memory, models, qlora
+    from course_lib import data, memory, models, qlora, training
 
     if args.debug:
         device, dtype = torch.device("cpu"), torch.float32
@@ -62,13 +62,13 @@ def run(args) -> list[dict]:
 
     def measure(model, config, seq, batch, steps=None):
         steps = steps or args.steps
-        dataset = qlora.random_token_dataset(config.vocab_size, seq, max(batch * steps, 1))
+        dataset = data.random_token_rows(config.vocab_size, seq, max(batch * steps, 1))
         try:
-            r = qlora.train(model, dataset, device, dtype, steps=steps, lr=1e-4, batch_size=batch,
-                            desc=f"{seq}x{batch}")
+            r = training.train(model, dataset, steps=steps, lr=1e-4, batch_size=batch, scheduler="constant",
+                               compute_dtype=dtype if device.type == "cuda" else None, desc=f"{seq}x{batch}")
             return r.load_bytes, r.peak_bytes, r.tokens_per_second
         except torch.OutOfMemoryError:
-            qlora.free_memory()
+            training.free_memory()
             return None
 
     def record(shape, method, target_name, seq, batch, result, config, search=False):
@@ -101,7 +101,7 @@ def run(args) -> list[dict]:
                 record(shape, method, target_name, seq, batch, measure(peft_model, config, seq, batch), config)
             model = peft_model.unload()
             del peft_model
-            qlora.free_memory()
+            training.free_memory()
         return model
 
     def max_search(model, shape, method, config):
@@ -117,14 +117,13 @@ def run(args) -> list[dict]:
             best, batch = batch, batch * 2 if batch < 4 else batch + 2
         print(f"MAX {shape} {method}: batch {best} x {seq} tokens fits under {args.cap_gib} GiB", flush=True)
         model = peft_model.unload()
-        qlora.free_memory()
+        training.free_memory()
         return model
 
     for shape in args.shapes:
         if out_of_time():
             break
         config = models.synthetic_config(shape)
-        folder = qlora.synthetic_checkpoint(shape, device)
         # QLoRA: one 4-bit load; lean first, then PEFT's preparation (which upcasts in place) for the default
         preset = qlora.Preset(shape, f"synthetic:{shape}", needs_gpu=device.type == "cuda", seq_len=512,
                               batch_size=1, steps=args.steps, lr=1e-4)
@@ -135,25 +134,20 @@ def run(args) -> list[dict]:
             if shape in args.max_search:
                 model = max_search(model, shape, f"qlora-{prep}", config)
         del model
-        qlora.free_memory()
+        training.free_memory()
         if out_of_time():
             break
         # 16-bit LoRA: the same checkpoint in fp16 (a 7B model's 13.5 GB leaves little room under a T4's cap)
-        from transformers import AutoModelForCausalLM
-
         try:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map={"": device.index or 0}
-                                                         if device.type == "cuda" else {"": "cpu"},
-                                                         attn_implementation="sdpa")
+            model, _ = qlora.load_model(preset, device, dtype, bits=16)
         except torch.OutOfMemoryError:
-            qlora.free_memory()
+            training.free_memory()
             print(f"{shape}: the fp16 weights alone do not fit under the cap", flush=True)
             continue
-        model.config.use_cache = False
         model = qlora.prepare(model, "lean")
         model = grid(model, shape, "lora-16bit", config)
         del model
-        qlora.free_memory()
+        training.free_memory()
     plot(rows, args.out / "qlora_memory.png")
     return rows
 

@@ -252,3 +252,13 @@ def score_exact(prediction: str, reference: str) -> float:
 
 
 SCORERS = {"orders": score_record, "labels": score_exact}
+
+
+def random_token_rows(vocab_size: int, seq_len: int, n: int, seed: int = 0) -> list[dict]:
+    """``n`` rows of random token ids, labels = inputs: for speed and memory runs on synthetic models, where the
+    values do not matter (same cost as real text of that length)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab_size, (n, seq_len), generator=g).tolist()
+    return [{"input_ids": row, "labels": row} for row in ids]

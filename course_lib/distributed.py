@@ -70,21 +70,11 @@ def label_tokens(labels: torch.Tensor) -> int:
     return int((labels[:, 1:] != data.IGNORE_INDEX).sum())
 
 
-def random_rows(vocab_size: int, seq_len: int, n: int, seed: int = 0) -> list[dict]:
-    """``n`` rows of random token ids, labels = inputs: for speed and memory runs (the values do not matter)."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab_size, (n, seq_len), generator=g).tolist()
-    return [{"input_ids": row, "labels": row} for row in ids]
-
-
 # ------------------------------------------------------------------------------------------------ the model
 def fsdp_bnb_config(compute_dtype: torch.dtype = torch.bfloat16):
     """4-bit NF4 with double quantization, packed into ``compute_dtype`` storage: FSDP shards only float tensors
     and wants one dtype per unit, so ``bnb_4bit_quant_storage`` must equal the dtype of the rest of the model."""
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=compute_dtype)
+    return models.nf4_config(compute_dtype, quant_storage=compute_dtype)
 
 
 def build_model(args, device: torch.device):
@@ -113,7 +103,7 @@ def build_model(args, device: torch.device):
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, quantization_config=quant)
         model.config.use_cache = False
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        rows = random_rows(model.config.vocab_size, args.seq_len, max(args.global_batch * args.steps, 1), args.seed)
+        rows = data.random_token_rows(model.config.vocab_size, args.seq_len, max(args.global_batch * args.steps, 1), args.seed)
         pad = 0
     else:
         raise ValueError(f"unknown --model {args.model!r}: use 'tiny' or 'synthetic:<shape>' with a shape from "
@@ -285,21 +275,6 @@ def predicted_table(shapes=("llama-2-7b", "llama-2-13b", "llama-2-70b"), methods
                 row[f"FSDP {n}"] = memory.estimate_per_gpu_memory(config, method, n, "fsdp", **kwargs).total_gb
             rows.append(row)
     return rows
-
-
-def plot_losses(runs: dict, title: str = "loss per step: same global batch, different number of processes"):
-    """Loss per step of several runs (``{label: log}``) on one axis; returns the Axes."""
-    import matplotlib.pyplot as plt
-
-    ax = plt.subplots(figsize=(7, 3.5))[1]
-    for (label, log), style in zip(runs.items(), ("-o", "--x", ":s", "-.^")):
-        ax.plot(range(1, len(log["losses"]) + 1), log["losses"], style, label=label, markersize=5)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (global batch mean)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    return ax
 
 
 if __name__ == "__main__":

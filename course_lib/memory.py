@@ -142,11 +142,17 @@ def nf4_bytes(numel: int, blocksize: int = 64, double_quant: bool = True) -> tup
 def estimate_training_memory(config, method: str, *, r: int = 8, target_modules=("q_proj", "v_proj"),
                              batch_size: int = 1, seq_len: int = 512, compute_dtype: torch.dtype = torch.bfloat16,
                              gradient_checkpointing: bool = True, double_quant: bool = True,
-                             blocksize: int = 64, upcast_non_quantized: bool = True) -> MemoryEstimate:
+                             blocksize: int = 64, upcast_non_quantized: bool = True,
+                             autocast: bool = False) -> MemoryEstimate:
     """Predict the peak memory of training ``config`` with ``method`` ("full", "lora" or "qlora"); see the module
     docstring for the recipe this models. ``target_modules``: LoRA targets (names or "all-linear").
-    ``upcast_non_quantized=False`` (qlora only): the FSDP-QLoRA recipe, which skips ``prepare_model_for_kbit_training``
-    and keeps embeddings, norms and the residual stream in ``compute_dtype`` (FSDP wants one dtype per unit)."""
+
+    ``upcast_non_quantized`` (qlora only): True is PEFT's ``prepare_model_for_kbit_training`` (the "default"
+    preparation: embeddings, head, norms and so the residual stream in fp32); False keeps them in
+    ``compute_dtype`` (the course's "lean" preparation, and the FSDP-QLoRA recipe, which wants one dtype per unit).
+    ``autocast``: training under ``torch.autocast`` in 16-bit, as the Trainer does with fp16/bf16=True. Then an
+    fp32 output head is cast to 16-bit for its matmul and that copy is kept for the backward pass: one more
+    V x h matrix at the loss (it matters only for qlora with ``upcast_non_quantized``)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     if compute_dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -194,7 +200,9 @@ def estimate_training_memory(config, method: str, *, r: int = 8, target_modules=
     # the log-softmax: 10 bytes per logit, below these 12.)
     # Each moment: (activations, logits, gradients, optimizer temporaries) alive then.
     grads_in_backward = 0 if method == "full" else gradients  # full: set to None by zero_grad() after each step
-    phases = {"loss (logits backward)": (stored + _alloc(4 * n * h), 3 * _alloc(4 * n * V), grads_in_backward, 0),
+    head_copy = _alloc(cb * V * h) if autocast and cb == 2 and method == "qlora" and upcast_non_quantized else 0
+    phases = {"loss (logits backward)": (stored + _alloc(4 * n * h), 3 * _alloc(4 * n * V) + head_copy,
+                                         grads_in_backward, 0),
               "backward of the last decoder layer": (stored + layer, 0, grads_in_backward, 0)}
     if method == "full":  # foreach AdamW allocates one temporary as large as all parameters (sqrt of exp_avg_sq)
         phases["optimizer step"] = (0, 0, gradients, weights)
@@ -399,9 +407,25 @@ def measure(device: str | torch.device | None = None):
             m.peak_bytes = max(_peak_rss_bytes(), m.end_bytes)
 
 
-def fits(estimate: MemoryEstimate, gpu_bytes: float = 16 * GB, reserve: float = 0.9) -> bool:
-    """Whether ``estimate`` fits a GPU of ``gpu_bytes``, keeping 10% for the CUDA context and fragmentation."""
-    return estimate.total_bytes <= reserve * gpu_bytes
+# --------------------------------------------------------------------------------------------- which GPU fits
+# One table of GPUs, in GiB as nvidia-smi reports each card, and one rule for "fits": the predicted peak of
+# allocated tensors must stay HEADROOM_GIB under the card, which is left to the CUDA context (0.3-0.5 GiB) and the
+# caching allocator's fragmentation. A T4 thus gives a run 14.5 GiB: the cap notebooks 07 and 10 put on a bigger GPU
+# to make it behave like one.
+GPU_GIB = {"T4": 15.0, "L4": 22.5, "RTX 3090 / 4090": 24.0, "A100 40GB": 40.0, "A100 / H100 80GB": 80.0}
+HEADROOM_GIB = 0.5
+
+
+def usable_bytes(gpu: str = "T4") -> int:
+    """Bytes a training run may allocate on ``gpu`` (a key of ``GPU_GIB``): the card less ``HEADROOM_GIB``."""
+    if gpu not in GPU_GIB:
+        raise ValueError(f"unknown GPU {gpu!r}; choose one of {list(GPU_GIB)} (or add it to memory.GPU_GIB)")
+    return int((GPU_GIB[gpu] - HEADROOM_GIB) * GiB)
+
+
+def fits(estimate: MemoryEstimate, gpu: str = "T4") -> bool:
+    """Whether ``estimate``'s peak fits ``gpu`` by the one rule above (``usable_bytes``)."""
+    return estimate.total_bytes <= usable_bytes(gpu)
 
 
 def tensor_bytes(model) -> int:

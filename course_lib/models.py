@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import shutil
 import socket
-import tempfile
 from pathlib import Path
 
 import torch
+
+from course_lib.fsutil import atomic_folder
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -79,22 +79,6 @@ def embedded_checkpoint(name: str = DEFAULT_MODEL) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return target
-
-
-@contextlib.contextmanager
-def atomic_folder(target: str | Path):
-    """Yield a temporary sibling folder of ``target``; on success it replaces ``target`` by a rename, on failure
-    it is deleted. Readers see the old folder or the complete new one, never a half-written one."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------------- the hub
@@ -173,6 +157,17 @@ def load_causal_lm(
     if verbose:
         print(f"Loaded {name} from {source}.")
     return model, tokenizer
+
+
+def nf4_config(compute_dtype: torch.dtype = torch.float32, *, double_quant: bool = True, quant_storage=None):
+    """The course's one ``BitsAndBytesConfig``: every linear layer in 4-bit NF4, blocks of 64, with double
+    quantization (the absmax constants quantized too), matmuls in ``compute_dtype``. ``quant_storage``: the dtype
+    the packed 4-bit codes are stored in (uint8 by default; FSDP needs the compute dtype, see notebook 08)."""
+    from transformers import BitsAndBytesConfig
+
+    extra = {"bnb_4bit_quant_storage": quant_storage} if quant_storage is not None else {}
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
+                              bnb_4bit_compute_dtype=compute_dtype, **extra)
 
 
 @contextlib.contextmanager
@@ -262,6 +257,8 @@ def tiny_chat_tokenizer():
 SYNTHETIC_SHAPES: dict[str, dict] = {
     "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                          num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True),
+    "smollm2-1.7b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=32,
+                         num_key_value_heads=32, vocab_size=49152, tie_word_embeddings=True, rope_theta=130000.0),
     "llama-3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                          num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True, rope_theta=500000.0),
     "llama-2-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,

@@ -83,14 +83,26 @@ def plot_rank_sweep(sweeps: dict[str, list[dict]], title: str = "LoRA trainable 
     return ax_count, ax_pct
 
 
-def plot_losses(losses: list[float], title: str = "training loss"):
-    """Loss per step of a short training run. Returns the Axes."""
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(range(1, len(losses) + 1), losses, marker="o")
+def plot_losses(curves, title: str = "training loss per step", ylabel: str = "loss"):
+    """The course's one loss plot: a list of losses (steps 1, 2, ...), or ``{label: curve}`` on one axis, where a
+    curve is a list of losses, a list of ``(step, loss)`` pairs, or a ``training.TrainResult``. Returns the Axes."""
+    if not isinstance(curves, dict):
+        curves = {None: curves}
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for (label, curve), style in zip(curves.items(), ("-o", "--x", ":s", "-.^", "-v", "--d")):
+        points = list(getattr(curve, "history", curve))
+        if points and not isinstance(points[0], (tuple, list)):
+            points = list(enumerate(points, 1))
+        if not points:
+            raise ValueError(f"curve {label!r} has no losses to plot")
+        steps, losses = zip(*points)
+        ax.plot(steps, losses, style, label=label, markersize=4)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
+    if len(curves) > 1 or None not in curves:
+        ax.legend()
     fig.tight_layout()
     return ax
 

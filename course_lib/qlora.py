@@ -1,24 +1,24 @@
 """QLoRA on a GPU (notebook 07): 4-bit NF4 weights, double quantization, LoRA adapters, a paged optimizer.
 
-The recipe, one function a step: ``choose_preset`` (what to run where), ``bnb_config`` (how to load in 4 bits),
-``load_4bit``, ``prepare`` (PEFT's default k-bit preparation or a lean one), ``lora_config``,
-``training_arguments`` (paged AdamW and fp16/bf16 by GPU), ``train`` (with measured memory and tokens/s).
-``predict_peak`` predicts the peak with ``course_lib.memory`` before anything is loaded; ``check_fits`` refuses a
-run that cannot fit, before loading it. ``merge_caveat`` measures what merging an adapter into 4-bit weights keeps.
+The recipe, one function a step: ``choose_preset`` (what to run where), ``setup_device`` (T4 limits on a bigger
+GPU), ``load_4bit`` (``models.nf4_config``), ``choose_prep`` and ``prepare`` (PEFT's default k-bit preparation or a
+lean one), ``lora_config``, then ``training.train`` (the course's one training wrapper: paged AdamW and fp16/bf16
+by GPU, memory and step times measured, stop at a non-finite loss). ``predict_peak`` predicts the peak with
+``course_lib.memory`` before anything is loaded and ``check_fits`` refuses a run that cannot fit. After training:
+``merged_model`` merges the adapter into 16-bit weights (the original ones, or the dequantized 4-bit ones the
+adapter was trained against) and ``merge_precision`` measures what storing a merged layer keeps of the update.
 
-Presets (``PRESETS``): ``smoke`` runs on a CPU (the embedded SmolLM2-135M in 4-bit, a few steps; what CI runs),
-``t4`` fine-tunes a real 7B instruct model from the hub on a free Colab T4, ``synthetic-7b`` / ``synthetic-1b``
-load random weights of the Llama-2-7B / Llama-3.2-1B shape through the same 4-bit path (no download; memory and
-speed do not depend on the weights' values).
+Presets (``PRESETS``): ``smoke`` runs on a CPU (the embedded SmolLM2-135M in 4-bit, a few steps; what CI runs);
+``t4`` fine-tunes SmolLM2-1.7B-Instruct from the hub on a free Colab T4; ``t4-smollm2-135m`` is the same run with
+the embedded 135M model (the GPU run the committed notebook shows: no download); ``synthetic-7b`` /
+``synthetic-1b`` load random weights of the Llama-2-7B / Llama-3.2-1B shape through the same 4-bit path (no
+download; memory and speed do not depend on the weights' values).
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,9 +28,8 @@ import torch
 from course_lib import data, hardware, memory, models, training
 
 GiB = 2**30
-T4_MEMORY_GIB = 15.0  # what a free Colab T4 shows as usable (16 GB card, ~15 GiB for tensors)
 PREPS = ("default", "lean")
-_CAP_BYTES: int | None = None  # the per-process GPU memory cap set by setup_device
+T4 = "T4"  # the key of memory.GPU_GIB whose limits the t4_like presets impose
 
 
 class GPUNeededError(RuntimeError):
@@ -51,23 +50,29 @@ class Preset:
     batch_size: int
     steps: int
     lr: float
-    t4_like: bool = False  # cap GPU memory at a T4's 15 GiB and compute in fp16, whatever the GPU
+    t4_like: bool = False  # cap GPU memory at a T4's and compute in fp16, whatever the GPU
     r: int = 8
     alpha: int = 16
     targets: tuple = ("q_proj", "v_proj")
+    eval_rows: int | None = None  # held-out rows scored before/after (None: all of them)
 
     @property
     def synthetic(self) -> str | None:
         return self.model.split(":", 1)[1] if self.model.startswith("synthetic:") else None
 
 
+_T4 = Preset("t4", "HuggingFaceTB/SmolLM2-1.7B-Instruct", needs_gpu=True, seq_len=256, batch_size=4, steps=60,
+             lr=2e-4, t4_like=True)
 PRESETS = {
-    "smoke": Preset("smoke", models.DEFAULT_MODEL, needs_gpu=False, seq_len=128, batch_size=2, steps=4, lr=2e-3),
-    "t4": Preset("t4", "Qwen/Qwen2.5-7B-Instruct", needs_gpu=True, seq_len=256, batch_size=4, steps=60, lr=2e-4),
+    "smoke": Preset("smoke", models.DEFAULT_MODEL, needs_gpu=False, seq_len=256, batch_size=2, steps=4, lr=2e-3,
+                    eval_rows=8),
+    "t4": _T4,
+    # the committed GPU run: the t4 preset with only the model changed (tests/test_qlora.py checks that)
+    "t4-smollm2-135m": replace(_T4, name="t4-smollm2-135m", model=models.DEFAULT_MODEL),
     "synthetic-7b": Preset("synthetic-7b", "synthetic:llama-2-7b", needs_gpu=True, seq_len=512, batch_size=1,
-                           steps=20, lr=2e-4, t4_like=True),
+                           steps=25, lr=2e-4, t4_like=True),
     "synthetic-1b": Preset("synthetic-1b", "synthetic:llama-3.2-1b", needs_gpu=True, seq_len=512, batch_size=1,
-                           steps=20, lr=2e-4, t4_like=True),
+                           steps=25, lr=2e-4, t4_like=True),
 }
 
 
@@ -83,16 +88,7 @@ def bnb_status() -> tuple[bool, str]:
     if backend != "CUDA":
         return False, (f"bitsandbytes loaded its {backend} library, not its CUDA one: reinstall a build for this "
                        "CUDA (pip install -U bitsandbytes), then restart the runtime")
-    return True, f"bitsandbytes {_version('bitsandbytes')} with its CUDA library"
-
-
-def _version(pkg: str) -> str:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(pkg)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+    return True, f"bitsandbytes {hardware._version('bitsandbytes')} with its CUDA library"
 
 
 def choose_preset(name: str = "auto") -> Preset:
@@ -112,39 +108,37 @@ def choose_preset(name: str = "auto") -> Preset:
 
 
 def setup_device(preset: Preset) -> tuple[torch.device, torch.dtype]:
-    """The device and compute dtype of a run. ``t4_like`` presets cap this process at 15 GiB of GPU memory and
-    compute in fp16, so that a bigger GPU behaves like a T4 (on a T4 the cap changes nothing)."""
+    """The device and compute dtype of a run. ``t4_like`` presets cap this process at what a T4 gives a run
+    (``memory.usable_bytes("T4")``) and compute in fp16, so that a bigger GPU behaves like a T4."""
     device = torch.device("cuda", 0) if preset.needs_gpu else torch.device("cpu")
     if device.type != "cuda":
         return device, hardware.compute_dtype(device)
     if preset.t4_like:
         total = torch.cuda.get_device_properties(device).total_memory
-        fraction = min(1.0, T4_MEMORY_GIB * GiB / total)
+        fraction = min(1.0, memory.usable_bytes(T4) / total)
         torch.cuda.set_per_process_memory_fraction(fraction, device)
-        global _CAP_BYTES
-        _CAP_BYTES = int(fraction * total)
         print(f"T4-like: this process may use {fraction * total / GiB:.1f} GiB of {total / GiB:.1f} GiB, in fp16.")
         return device, hardware.compute_dtype(device, requested=torch.float16)
     return device, hardware.compute_dtype(device)
 
 
-def available_bytes(device: torch.device) -> int:
-    """Memory a run may use: the GPU's (after a per-process cap, less what is in use), or the machine's RAM."""
+def available_bytes(device: torch.device, preset: Preset | None = None) -> int:
+    """Memory a run may use: the GPU's (a T4's for ``t4_like`` presets, less what is in use), or the machine's RAM."""
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
-        return int(min(free, (_CAP_BYTES or total) - torch.cuda.memory_allocated(device)))
+        cap = memory.usable_bytes(T4) if preset is not None and preset.t4_like else total
+        return int(min(free, cap - torch.cuda.memory_allocated(device)))
     return hardware._total_ram_bytes() or 0
 
 
+def choose_prep(device: torch.device, compute_dtype: torch.dtype) -> str:
+    """The preparation for a real model: ``default`` (residual stream and loss in fp32) where the compute dtype is
+    fp16 — fp16 overflows above 65,504 and models trained in bf16 can get there — and ``lean`` where it is bf16
+    (fp32's range) or fp32 (a CPU, where the two coincide)."""
+    return "default" if device.type == "cuda" and compute_dtype == torch.float16 else "lean"
+
+
 # --------------------------------------------------------------------------------------------- the recipe
-def bnb_config(compute_dtype: torch.dtype):
-    """4-bit NF4 weights, double quantization (the absmax constants quantized too), matmuls in ``compute_dtype``."""
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute_dtype)
-
-
 def model_config(preset: Preset):
     """The model's config, read without loading weights (for the prediction before loading)."""
     if preset.synthetic:
@@ -163,15 +157,20 @@ def synthetic_checkpoint(shape: str, device: torch.device, dtype: torch.dtype = 
     root = Path(os.environ.get("COURSE_SYNTHETIC_DIR") or Path(tempfile.gettempdir()) / "course_synthetic")
     folder = models.save_synthetic_checkpoint(shape, root / f"{shape}-{str(dtype).replace('torch.', '')}",
                                               dtype=dtype, device=device)
-    free_memory()  # the model built on the GPU to write the checkpoint is gone: give its memory back
+    training.free_memory()  # the model built on the GPU to write the checkpoint is gone: give its memory back
     return folder
 
 
-def load_4bit(preset: Preset, device: torch.device, compute_dtype: torch.dtype):
-    """``(model, tokenizer)`` with every linear layer of the decoder in 4-bit NF4 (tokenizer None if synthetic)."""
+def load_model(preset: Preset, device: torch.device, compute_dtype: torch.dtype, *, bits: int = 4):
+    """``(model, tokenizer)`` of ``preset`` (tokenizer None if synthetic): with ``bits=4`` every linear layer of
+    the decoder in 4-bit NF4 (``models.nf4_config``, QLoRA), with ``bits=16`` all of it in ``compute_dtype``
+    (16-bit LoRA, for comparison)."""
+    if bits not in (4, 16):
+        raise ValueError(f"bits must be 4 (QLoRA) or 16 (LoRA on a 16-bit model), got {bits!r}.")
     device_map = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
-    kwargs = dict(quantization_config=bnb_config(compute_dtype), dtype=compute_dtype, device_map=device_map,
-                  attn_implementation="sdpa")
+    kwargs = dict(dtype=compute_dtype, device_map=device_map, attn_implementation="sdpa")
+    if bits == 4:
+        kwargs["quantization_config"] = models.nf4_config(compute_dtype)
     if preset.synthetic:
         from transformers import AutoModelForCausalLM
 
@@ -182,6 +181,11 @@ def load_4bit(preset: Preset, device: torch.device, compute_dtype: torch.dtype):
         model, tokenizer = models.load_causal_lm(preset.model, **kwargs)
     model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
     return model, tokenizer
+
+
+def load_4bit(preset: Preset, device: torch.device, compute_dtype: torch.dtype):
+    """``(model, tokenizer)`` with every linear layer of the decoder in 4-bit NF4 (tokenizer None if synthetic)."""
+    return load_model(preset, device, compute_dtype, bits=4)
 
 
 def prepare(model, prep: str = "lean"):
@@ -210,163 +214,24 @@ def lora_config(r: int = 8, alpha: int = 16, targets=("q_proj", "v_proj"), dropo
     return LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=dropout, task_type="CAUSAL_LM")
 
 
-def training_arguments(output_dir, device: torch.device, compute_dtype: torch.dtype, *, steps: int, lr: float,
-                       batch_size: int, seed: int = 0):
-    """Trainer settings. On CUDA: ``paged_adamw_32bit`` (fp32 Adam states in CUDA unified memory, which the driver
-    pages out to CPU RAM only if the GPU runs short) and fp16 with loss scaling on a T4 / bf16 on Ampere or newer.
-    On a CPU: plain AdamW in fp32 (paged optimizers need CUDA)."""
-    from transformers import TrainingArguments
-
-    cuda = device.type == "cuda"
-    if compute_dtype == torch.bfloat16 and cuda and not hardware.supports_bf16(device):
-        hardware.compute_dtype(device, requested=torch.bfloat16)  # raises, naming the GPU and the way out
-    if not cuda:
-        print("CPU: paged optimizers need CUDA, so plain AdamW (optim='adamw_torch') in fp32 is used instead.")
-    return TrainingArguments(
-        output_dir=str(output_dir), max_steps=steps, learning_rate=lr, per_device_train_batch_size=batch_size,
-        optim="paged_adamw_32bit" if cuda else "adamw_torch",
-        fp16=cuda and compute_dtype == torch.float16, bf16=cuda and compute_dtype == torch.bfloat16,
-        lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, seed=seed, data_seed=seed,
-        logging_steps=1, report_to="none", disable_tqdm=True, remove_unused_columns=False, save_strategy="no",
-        dataloader_num_workers=0, use_cpu=not cuda,
-    )
-
-
 # ------------------------------------------------------------------------------------------------- data
-def random_token_dataset(vocab_size: int, seq_len: int, n: int, seed: int = 0) -> list[dict]:
-    """Rows of random token ids (labels = inputs) for synthetic models: no tokenizer, same cost as real text."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab_size, (n, seq_len), generator=g).tolist()
-    return [{"input_ids": row, "labels": row} for row in ids]
-
-
 def train_dataset(preset: Preset, tokenizer, vocab_size: int, n_random: int = 64):
     """The shipped ``orders`` task for real models (see ``course_lib.data``), random ids for synthetic ones."""
     if tokenizer is None:
-        return random_token_dataset(vocab_size, preset.seq_len, n_random)
+        return data.random_token_rows(vocab_size, preset.seq_len, n_random)
     return data.tokenize_dataset(data.load_task("orders")["train"], tokenizer, max_length=preset.seq_len)
-
-
-# ------------------------------------------------------------------------------------------------- training
-@dataclass
-class RunResult:
-    history: list  # (step, loss)
-    seconds: float
-    steps: int
-    tokens: int
-    step_seconds: list
-    load_bytes: int  # allocated before training: weights, quantization state, adapters
-    peak_bytes: int  # max allocated during training
-    after_bytes: int  # allocated after training (optimizer and activations gone)
-    note: str = ""
-
-    @property
-    def tokens_per_second(self) -> float:
-        """Tokens per second over the steps after the first (which includes warm-up and allocation)."""
-        times = self.step_seconds[1:] or self.step_seconds
-        return (self.tokens / max(self.steps, 1)) * len(times) / sum(times) if times else float("nan")
-
-
-class _StepTimer:
-    def __init__(self, device):
-        from transformers import TrainerCallback
-
-        timer = self
-        self.device, self.times, self._t = device, [], 0.0
-
-        class Callback(TrainerCallback):
-            def on_step_begin(self, args, state, control, **kwargs):
-                timer._sync()
-                timer._t = time.perf_counter()
-
-            def on_step_end(self, args, state, control, **kwargs):
-                timer._sync()
-                timer.times.append(time.perf_counter() - timer._t)
-
-        self.callback = Callback()
-
-    def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-
-def free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def train(model, dataset, device: torch.device, compute_dtype: torch.dtype, *, steps: int, lr: float,
-          batch_size: int, pad_token_id: int = 0, seed: int = 0, desc: str = "QLoRA") -> RunResult:
-    """Train the adapters of ``model`` for ``steps`` steps with the Trainer, measuring memory and step times."""
-    from transformers import Trainer
-    from transformers.trainer_callback import PrinterCallback
-
-    training.seed_everything(seed)
-    progress, timer = training.ProgressAndHistory(desc), _StepTimer(device)
-    free_memory()
-    with contextlib.ExitStack() as stack:
-        out = stack.enter_context(tempfile.TemporaryDirectory(prefix="course-qlora-"))
-        measured = stack.enter_context(memory.measure(device))
-        args = training_arguments(out, device, compute_dtype, steps=steps, lr=lr, batch_size=batch_size, seed=seed)
-        trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=data.Collator(pad_token_id),
-                          callbacks=[progress, timer.callback])
-        trainer.remove_callback(PrinterCallback)
-        start = time.perf_counter()
-        try:
-            trainer.train()
-        finally:
-            if progress.bar is not None:
-                progress.bar.close()
-        seconds = time.perf_counter() - start
-        global_step = trainer.state.global_step
-        tokens = _tokens_seen(dataset, global_step * batch_size)
-        trainer.optimizer = None  # release the optimizer state before measuring "after"
-        del trainer
-        free_memory()
-    model.eval()
-    return RunResult(history=progress.history, seconds=seconds, steps=global_step, tokens=tokens,
-                     step_seconds=timer.times, load_bytes=measured.start_bytes, peak_bytes=measured.peak_bytes,
-                     after_bytes=measured.end_bytes, note=measured.note)
-
-
-def _tokens_seen(dataset, rows: int) -> int:
-    n = len(dataset)
-    return sum(len(dataset[i % n]["input_ids"]) for i in range(rows))
 
 
 # ------------------------------------------------------------------------------------------------ prediction
 def predict_peak(config, prep: str = "default", *, r: int = 8, targets=("q_proj", "v_proj"), batch_size: int = 1,
                  seq_len: int = 512, compute_dtype: torch.dtype = torch.float16) -> memory.MemoryEstimate:
-    """Predicted peak training memory of QLoRA with ``prep``, trained by the Trainer in fp16/bf16 autocast.
-
-    ``default`` starts from ``memory.estimate_training_memory``'s "qlora" (fp32 embeddings, head and residual
-    stream); under autocast the fp32 output head is cast to 16-bit for its matmul, and that copy is kept for the
-    backward pass, so the loss moment holds one more V x h matrix. ``lean`` keeps the non-4-bit parameters in
-    ``compute_dtype``: the 4-bit weights and adapters of "qlora" with the 16-bit activations and logits of "lora"."""
+    """Predicted peak of QLoRA with preparation ``prep``, trained by the Trainer under fp16/bf16 autocast: the
+    course's one memory model (``memory.estimate_training_memory``) with the preparation named."""
     if prep not in PREPS:
         raise ValueError(f"prep must be one of {PREPS}, got {prep!r}.")
-    kw = dict(r=r, target_modules=targets, batch_size=batch_size, seq_len=seq_len, compute_dtype=compute_dtype)
-    q = memory.estimate_training_memory(config, "qlora", **kw)
-    cb = torch.empty((), dtype=compute_dtype).element_size()
-    n, h, V = batch_size * seq_len, config.hidden_size, config.vocab_size
-    linears = memory.linear_shapes(config)
-    if prep == "default":
-        head_copy = cb * V * h if cb == 2 else 0
-        stored, layer, weights = q.details["stored_activations"], q.details["layer_backward"], q.weights
-        phases = {"loss (logits backward)": (stored + 4 * n * h, 12 * n * V + head_copy),
-                  "backward of the last decoder layer": (stored + layer, 0)}
-    else:
-        lo = memory.estimate_training_memory(config, "lora", **kw)
-        not_4bit = memory.parameter_count(config) - config.num_hidden_layers * sum(i * o for i, o in linears.values())
-        weights = q.weights - (4 - cb) * not_4bit
-        stored, layer = lo.details["stored_activations"], lo.details["layer_backward"]
-        dequantized = 2 * max(i * o for i, o in linears.values())  # the 16-bit copy of the weight being multiplied
-        phases = {"loss (logits backward)": (stored + 4 * n * h, 12 * n * V),
-                  "backward of the last decoder layer": (stored + layer + dequantized, 0)}
-    phase = max(phases, key=lambda k: sum(phases[k]))
-    return replace(q, weights=weights, activations=phases[phase][0], logits=phases[phase][1], peak_phase=phase,
-                   details=dict(q.details, residual_bytes=4 if prep == "default" else cb))
+    return memory.estimate_training_memory(config, "qlora", r=r, target_modules=targets, batch_size=batch_size,
+                                           seq_len=seq_len, compute_dtype=compute_dtype, autocast=True,
+                                           upcast_non_quantized=prep == "default")
 
 
 def check_fits(estimate: memory.MemoryEstimate, available: int, what: str = "this run") -> None:
@@ -378,38 +243,98 @@ def check_fits(estimate: memory.MemoryEstimate, available: int, what: str = "thi
             "lean preparation, LoRA on fewer modules, a smaller model, or a GPU with more memory.")
 
 
-# --------------------------------------------------------------------------------------------- the merge caveat
-def merge_caveat(peft_model) -> dict:
-    """Merging into 4-bit weights: for the first LoRA layer on a 4-bit ``Linear4bit``, dequantize W, add the
-    update ΔW = (α/r)·B·A, and quantize back to NF4 (what merging into the 4-bit model does). Returns how large ΔW
-    is next to W, and how much of ΔW survives the re-quantization."""
+# --------------------------------------------------------------------------------------------- merging
+def lora_updates(peft_model) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{layer: (W, ΔW)}`` in fp32 for every LoRA layer: W the frozen base weight as the model computes with it
+    (dequantized when 4-bit), ΔW = (α/r)·B·A the adapter's update."""
     import bitsandbytes.functional as F
 
-    for name, module in peft_model.named_modules():  # noqa: B007 (name is used after the loop)
+    out = {}
+    for name, module in peft_model.named_modules():
         base = getattr(module, "base_layer", None)
-        if base is not None and type(base).__name__ == "Linear4bit" and hasattr(module, "lora_A"):
-            break
-    else:
-        raise ValueError("no LoRA layer on a 4-bit Linear4bit found: merge_caveat needs a QLoRA PeftModel.")
-    adapter = module.active_adapters[0]
-    w = F.dequantize_4bit(base.weight.data, base.weight.quant_state).float()
-    A, B = module.lora_A[adapter].weight.float(), module.lora_B[adapter].weight.float()
-    delta = module.scaling[adapter] * (B @ A)
-    merged16 = (w + delta).to(base.weight.quant_state.dtype)
-    packed, state = F.quantize_4bit(merged16, blocksize=base.weight.quant_state.blocksize, quant_type="nf4")
-    requant = F.dequantize_4bit(packed, state).float()
-    kept = ((requant - w) * delta).sum() / (delta * delta).sum().clamp_min(1e-30)
-    return {"layer": name, "weight_shape": tuple(w.shape), "merged dtype (16-bit)": str(merged16.dtype),
-            "|ΔW| / |W|": (delta.norm() / w.norm()).item(),
-            "share of ΔW kept after re-quantizing to NF4": kept.item(),
-            "rel. error of the merged 16-bit layer": ((merged16.float() - (w + delta)).norm() / delta.norm().clamp_min(1e-30)).item()}
+        if base is None or not hasattr(module, "lora_A"):
+            continue
+        adapter = module.active_adapters[0]
+        if type(base).__name__ == "Linear4bit":
+            w = F.dequantize_4bit(base.weight.data, base.weight.quant_state).float()
+        else:
+            w = base.weight.detach().float()
+        A, B = module.lora_A[adapter].weight.float(), module.lora_B[adapter].weight.float()
+        out[name] = (w, module.scaling[adapter] * (B @ A))
+    if not out:
+        raise ValueError("no LoRA layer found: lora_updates needs a PeftModel with LoRA adapters.")
+    return out
 
 
-def merge_unquantized(preset: Preset, adapter_folder, dtype: torch.dtype = torch.float16):
-    """The way to a merged model: reload the base unquantized in ``dtype`` (the compute dtype it was trained with:
-    16-bit on a GPU, fp32 on a CPU), apply the saved adapter, merge. The result is a plain ``dtype`` model: 2 bytes
-    per parameter in 16-bit, four times the 4-bit model it was trained on."""
+def merge_precision(peft_model, formats=("float16", "bfloat16", "nf4")) -> dict[str, dict[str, float]]:
+    """Store W + ΔW of every LoRA layer in each format; the update the stored weights carry is
+    U = stored(W + ΔW) - stored(W). Two shares **of ΔW** (not of the layer), over all LoRA layers:
+    ``kept`` = <U, ΔW> / |ΔW|² (1.0: the update, on average) and ``error`` = |U - ΔW| / |ΔW| (0.0: exact; 1.0:
+    rounding noise as large as the update). A small ΔW next to W falls between neighbouring values of a coarse
+    format: rounding is unbiased, so ``kept`` stays near 1 while ``error`` grows."""
+    import bitsandbytes.functional as F
+
+    def stored(x: torch.Tensor, fmt: str) -> torch.Tensor:
+        if fmt == "nf4":
+            packed, state = F.quantize_4bit(x.contiguous(), blocksize=64, quant_type="nf4")
+            return F.dequantize_4bit(packed, state).float()
+        if fmt not in ("float16", "bfloat16", "float32"):
+            raise ValueError(f"unknown format {fmt!r}; use 'float16', 'bfloat16', 'float32' or 'nf4'.")
+        return x.to(getattr(torch, fmt)).float()
+
+    kept, err, norm = dict.fromkeys(formats, 0.0), dict.fromkeys(formats, 0.0), 0.0
+    for w, delta in lora_updates(peft_model).values():
+        norm += (delta * delta).sum().item()
+        for fmt in formats:
+            update = stored(w + delta, fmt) - stored(w, fmt)
+            kept[fmt] += (update * delta).sum().item()
+            err[fmt] += ((update - delta) ** 2).sum().item()
+    norm = max(norm, 1e-30)
+    return {fmt: {"kept": kept[fmt] / norm, "error": (err[fmt] / norm) ** 0.5} for fmt in formats}
+
+
+def dequantize_4bit_model(model, dtype: torch.dtype):
+    """``model`` with every ``Linear4bit`` replaced by a plain linear layer holding its dequantized weight Q(W) in
+    ``dtype`` (transformers' ``dequantize``): the 16-bit weights a QLoRA adapter was actually trained against."""
+    with models._quiet_progress():
+        model = model.dequantize(dtype=dtype)
+    left = [name for name, module in model.named_modules() if type(module).__name__ == "Linear4bit"]
+    if left:
+        raise RuntimeError(f"dequantize left {len(left)} 4-bit layers (e.g. {left[0]}): this transformers version "
+                           "cannot dequantize this model; merge into the original 16-bit weights instead.")
+    return model
+
+
+MERGE_BASES = ("16-bit original", "16-bit dequantized 4-bit")
+
+
+def merged_model(preset: Preset, adapter_folder, base: str, device: torch.device, dtype: torch.dtype):
+    """A plain ``dtype`` model with the saved adapter merged in: into the original 16-bit weights (``base="16-bit
+    original"``), or into the dequantized 4-bit weights Q(W) that training saw (``"16-bit dequantized 4-bit"``).
+    2 bytes per parameter in 16-bit: four times the 4-bit model it was trained on."""
     if preset.synthetic:
         raise ValueError("a synthetic preset has no checkpoint worth merging into; use a real model preset.")
-    model, _ = models.load_causal_lm(preset.model, dtype=dtype, verbose=False)
+    if base not in MERGE_BASES:
+        raise ValueError(f"base must be one of {MERGE_BASES}, got {base!r}.")
+    if base == "16-bit original":
+        model, _ = models.load_causal_lm(preset.model, dtype=dtype, device=device, verbose=False)
+    else:
+        model = dequantize_4bit_model(load_4bit(preset, device, dtype)[0], dtype)
     return training.load_adapter(model, adapter_folder).merge_and_unload()
+
+
+# ------------------------------------------------------------------------------------------ time on a real T4
+# Published dense fp16 tensor-core throughput (TFLOP/s) and memory bandwidth (GB/s) of the GPUs involved.
+GPU_SPECS = {"Tesla T4": (65.0, 320.0), "NVIDIA H100 80GB HBM3": (989.0, 3350.0), "NVIDIA H100 PCIe": (756.0, 2000.0),
+             "NVIDIA H200": (989.0, 4800.0)}
+
+
+def t4_seconds_estimate(seconds: float, measured_on: str) -> tuple[float, float]:
+    """An *estimate* of how long work measured as ``seconds`` on ``measured_on`` takes on a T4: between the ratio
+    of the two GPUs' memory bandwidths (for memory-bound work) and of their fp16 throughputs (compute-bound work).
+    A T4 runs its fp16 kernels below its peak more often than a newer GPU, so the upper end is the likelier."""
+    if measured_on not in GPU_SPECS:
+        raise ValueError(f"no published figures for {measured_on!r}; known: {sorted(GPU_SPECS)}")
+    (tf, bw), (tf_t4, bw_t4) = GPU_SPECS[measured_on], GPU_SPECS["Tesla T4"]
+    ratios = sorted((bw / bw_t4, tf / tf_t4))
+    return seconds * ratios[0], seconds * ratios[1]

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import random
 import tempfile
 import time
@@ -25,7 +24,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
 from course_lib import data
-from course_lib.models import atomic_folder
+from course_lib.fsutil import atomic_folder, atomic_write_text
 
 COMPLETE = "COMPLETE"  # marker written into a checkpoint folder once everything in it is on disk
 FINGERPRINT = "base_model_fingerprint.json"
@@ -125,7 +124,7 @@ class MarkComplete(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
-            _atomic_write_text(folder / COMPLETE, f"step {state.global_step}\n")
+            atomic_write_text(folder / COMPLETE, f"step {state.global_step}\n")
 
 
 class StopAfter(TrainerCallback):
@@ -146,12 +145,58 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
 
 
 # ---------------------------------------------------------------------------------------------------- training
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; training stopped at that step."""
+
+
+class StopOnNonFiniteLoss(TrainerCallback):
+    """Stop at the first NaN/inf loss with a message that says what happened and what to change, instead of
+    training on garbage (the fp16 loss scaler skips steps with infinite gradients, but not a broken forward)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            precision = "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32"
+            raise NonFiniteLossError(
+                f"the training loss became {loss} at step {state.global_step} ({precision}). In fp16 this is usually "
+                "an overflow: activations above 65,504. Keep the residual stream and loss in fp32 (QLoRA: "
+                "qlora.prepare(model, 'default')), lower the learning rate, or use bf16 on a GPU of compute "
+                "capability >= 8.0 (a T4 has none).")
+
+
+class StepTimer(TrainerCallback):
+    """Wall time and tokens of every optimizer step (the GPU is synchronized, so the time is the step's own)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds, self.tokens, self._t, self._seen = device, [], [], 0.0, 0
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._sync()
+        self._t, self._seen = time.perf_counter(), state.num_input_tokens_seen
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._sync()
+        self.seconds.append(time.perf_counter() - self._t)
+        self.tokens.append(state.num_input_tokens_seen - self._seen)
+
+
 @dataclass
 class TrainResult:
     history: list = field(default_factory=list)  # (step, loss)
     seconds: float = 0.0
     steps: int = 0
     tokens: int = 0
+    step_seconds: list = field(default_factory=list)
+    step_tokens: list = field(default_factory=list)
+    max_batch_shape: tuple = (0, 0)  # the largest (rows, tokens) batch trained on: what the peak depends on
+    load_bytes: int = 0  # memory.measure around training: allocated before (weights, quantization state, adapters),
+    peak_bytes: int = 0  # ... the peak during training,
+    after_bytes: int = 0  # ... and after it (optimizer state and activations released)
+    memory_note: str = ""
 
     @property
     def seconds_per_step(self) -> float:
@@ -159,61 +204,123 @@ class TrainResult:
 
     @property
     def tokens_per_second(self) -> float:
-        return self.tokens / self.seconds if self.seconds else float("nan")
+        """Tokens per second over the steps after the first (the first includes warm-up and allocation)."""
+        return self.throughput(warmup=1)
+
+    def throughput(self, warmup: int = 1) -> float:
+        """Tokens per second over the steps after the first ``warmup`` steps (all steps if there are no more)."""
+        times, tokens = self.step_seconds[warmup:], self.step_tokens[warmup:]
+        if not times:
+            times, tokens = self.step_seconds, self.step_tokens
+        if not times:
+            return self.tokens / self.seconds if self.seconds else float("nan")
+        return sum(tokens) / sum(times)
 
 
-def training_arguments(output_dir, *, steps: int, lr: float, batch_size: int, seed: int, save_steps: int | None):
-    """The Trainer settings used in the course: a fixed number of steps, one log line per step kept for the plot
-    (not printed), no external reporting, checkpoints only when ``save_steps`` is given."""
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def training_arguments(output_dir, *, steps: int, lr: float, batch_size: int, seed: int = 0,
+                       save_steps: int | None = None, device: torch.device | None = None,
+                       compute_dtype: torch.dtype = torch.float32, scheduler: str = "linear"):
+    """The one Trainer configuration of the course: a fixed number of steps, a log line per step kept for the
+    plot (not printed), no external reporting, checkpoints only when ``save_steps`` is given. On CUDA:
+    ``paged_adamw_32bit`` (fp32 Adam states in unified memory, which the driver pages to CPU RAM only if the GPU
+    runs short) and mixed precision in ``compute_dtype`` (fp16 with loss scaling on a T4, bf16 on Ampere or newer).
+    On a CPU: the default AdamW in fp32 (paged optimizers need CUDA)."""
+    from course_lib import hardware
+
+    device = device or torch.device("cpu")
+    cuda = device.type == "cuda"
+    if compute_dtype == torch.bfloat16 and cuda and not hardware.supports_bf16(device):
+        hardware.compute_dtype(device, requested=torch.bfloat16)  # raises, naming the GPU and the way out
     return TrainingArguments(
         output_dir=str(output_dir), max_steps=steps, learning_rate=lr, per_device_train_batch_size=batch_size,
-        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, seed=seed, data_seed=seed,
+        lr_scheduler_type=scheduler, warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, seed=seed, data_seed=seed,
         logging_steps=1, report_to="none", disable_tqdm=True, remove_unused_columns=False,
         save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
-        include_num_input_tokens_seen=True, dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),  # pinning is for copies to a GPU; on a CPU it only warns
+        include_num_input_tokens_seen=True, dataloader_num_workers=0, dataloader_pin_memory=cuda,
+        use_cpu=not cuda, fp16=cuda and compute_dtype == torch.float16, bf16=cuda and compute_dtype == torch.bfloat16,
+        **({"optim": "paged_adamw_32bit"} if cuda else {}),
     )
 
 
-def train(model, train_dataset, *, pad_token_id: int, steps: int = 60, lr: float = 2e-3, batch_size: int = 8,
+class _ShapeRecorder:
+    """A collator wrapper that remembers the largest batch it built: (rows, tokens after padding)."""
+
+    def __init__(self, collator):
+        self.collator, self.max_shape = collator, (0, 0)
+
+    def __call__(self, rows):
+        batch = self.collator(rows)
+        shape = tuple(batch["input_ids"].shape)
+        if shape[0] * shape[1] > self.max_shape[0] * self.max_shape[1]:
+            self.max_shape = shape
+        return batch
+
+
+def free_memory() -> None:
+    """Collect garbage and give cached GPU memory back, so the next measurement starts clean."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def train(model, train_dataset, *, pad_token_id: int = 0, steps: int = 60, lr: float = 2e-3, batch_size: int = 8,
           seed: int = 0, output_dir: str | Path | None = None, save_steps: int | None = None, resume: bool = False,
-          collate_fn=data.collate, callbacks=(), desc: str = "training") -> TrainResult:
-    """Train the trainable parameters of ``model`` (its LoRA adapters) for ``steps`` steps with ``Trainer``.
+          collate_fn=data.collate, callbacks=(), desc: str = "training", compute_dtype: torch.dtype | None = None,
+          scheduler: str = "linear") -> TrainResult:
+    """Train the trainable parameters of ``model`` (its LoRA adapters, or all of them) for ``steps`` steps with
+    ``Trainer``, on the device the model is on; measure memory (``memory.measure``) and every step's time.
 
     ``train_dataset`` is tokenized (``data.tokenize_dataset``). With ``save_steps`` a checkpoint is written every
-    that many steps into ``output_dir``; ``resume=True`` continues from the last complete one.
+    that many steps into ``output_dir``; ``resume=True`` continues from the last complete one. ``compute_dtype``
+    (CUDA only): fp16/bf16 mixed precision; None is fp32. Training stops at the first non-finite loss
+    (``NonFiniteLossError``).
     """
+    from course_lib import memory
+
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("the model has no trainable parameters: add LoRA first (training.add_lora).")
     if resume and output_dir is None:
         raise ValueError("resume=True needs the output_dir of the interrupted run.")
+    device = _model_device(model)
     seed_everything(seed)
+    free_memory()
     with contextlib.ExitStack() as stack:
         if output_dir is None:
             output_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="course-train-"))
-        progress = ProgressAndHistory(desc)
-        trainer = Trainer(
-            model=model, args=training_arguments(output_dir, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
-                                                 save_steps=save_steps),
-            train_dataset=train_dataset, data_collator=data.Collator(pad_token_id, collate_fn),
-            callbacks=[progress, MarkComplete(), *callbacks],
-        )
+        progress, timer = ProgressAndHistory(desc), StepTimer(device)
+        collator = _ShapeRecorder(data.Collator(pad_token_id, collate_fn))
+        args = training_arguments(output_dir, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
+                                  save_steps=save_steps, device=device,
+                                  compute_dtype=compute_dtype or torch.float32, scheduler=scheduler)
+        trainer = Trainer(model=model, args=args, train_dataset=train_dataset, data_collator=collator,
+                          callbacks=[progress, timer, StopOnNonFiniteLoss(), MarkComplete(), *callbacks])
         trainer.remove_callback(PrinterCallback)  # it prints every log line; our bar shows the loss instead
         checkpoint = last_checkpoint(output_dir) if resume else None
         start_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
-        start = time.perf_counter()
         # transformers 5.2x warns about its own deprecated call inside Trainer: not something a student can fix
         stack.enter_context(warnings.catch_warnings())
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        measured = stack.enter_context(memory.measure(device))
+        start = time.perf_counter()
         try:
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         finally:
             if progress.bar is not None:
                 progress.bar.close()
-        seconds = time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            trainer.optimizer = None  # release the optimizer state before measuring "after"
+            free_memory()
     model.eval()
     return TrainResult(history=progress.history, seconds=seconds, steps=trainer.state.global_step - start_step,
-                       tokens=int(trainer.state.num_input_tokens_seen))
+                       tokens=int(trainer.state.num_input_tokens_seen), step_seconds=timer.seconds,
+                       step_tokens=timer.tokens, max_batch_shape=collator.max_shape, load_bytes=measured.start_bytes,
+                       peak_bytes=measured.peak_bytes, after_bytes=measured.end_bytes, memory_note=measured.note)
 
 
 def lr_sweep(make_model, train_dataset, eval_dataset, lrs, *, pad_token_id: int, steps: int = 6,
@@ -257,6 +364,7 @@ def generate(model, tokenizer, rows, *, max_new_tokens: int = 40, batch_size: in
         for start in range(0, len(rows), batch_size):
             prompts = [data.prompt_text(rows[i], tokenizer) for i in range(start, min(start + batch_size, len(rows)))]
             enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = enc.to(_model_device(model))  # the prompts go where the model is (a GPU, or the CPU)
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id)
             replies += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
@@ -274,12 +382,6 @@ def task_score(model, tokenizer, rows, scorer=data.score_record, *, max_new_toke
 
 
 # ----------------------------------------------------------------------------------------- saving and loading
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one, never half
-
-
 def base_fingerprint(model) -> dict:
     """What identifies a base model: its architecture's shape and a hash of a slice of its embedding weights."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -333,19 +435,3 @@ def load_adapter(model, folder: str | Path, adapter_name: str = "default"):
 def folder_size(folder: str | Path) -> int:
     """Bytes on disk of all files under ``folder``."""
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
-
-
-def plot_history(histories: dict, title: str = "training loss per step"):
-    """Loss per step of one or more runs (``{label: TrainResult}``), on one axis."""
-    import matplotlib.pyplot as plt
-
-    ax = plt.subplots(figsize=(7, 3.5))[1]
-    for label, result in histories.items():
-        steps, losses = zip(*result.history)
-        ax.plot(steps, losses, marker=".", label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (reply tokens)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    return ax

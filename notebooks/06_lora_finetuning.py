@@ -52,7 +52,7 @@ from pathlib import Path
 
 import torch
 
-from course_lib import data, models, training
+from course_lib import data, models, plots, training
 from course_lib.source import show_source
 
 training.seed_everything(0)
@@ -131,7 +131,7 @@ trainable, total = training.count_trainable(model)
 print(f"trainable {trainable:,} of {total:,} parameters ({trainable / total:.2%})")
 run = training.train(model, train_set, pad_token_id=tokenizer.pad_token_id, steps=16, lr=3e-3, batch_size=4)
 print(f"{run.steps} steps in {run.seconds:.0f} s: {run.seconds_per_step:.1f} s/step, {run.tokens_per_second:.0f} tokens/s")
-_ = training.plot_history({"q_proj+v_proj, r=8": run})
+_ = plots.plot_losses({"q_proj+v_proj, r=8": run})
 
 # %% [markdown]
 # ## 5. After training: the same measurements on the same held-out rows
@@ -161,7 +161,7 @@ for label, m, r, res in (("q_proj+v_proj", model, run, after), ("all-linear", al
           f"{res['task score']:>11.2f}")
 ratio = training.count_trainable(all_linear)[0] / training.count_trainable(model)[0]
 print(f"all-linear trains {ratio:.1f}x the parameters of q_proj+v_proj")
-_ = training.plot_history({"q_proj+v_proj": run, "all-linear": run_all})
+_ = plots.plot_losses({"q_proj+v_proj": run, "all-linear": run_all})
 del all_linear
 
 # %% [markdown]
@@ -214,7 +214,7 @@ for impl in ("peft", "ours"):
                                 batch_size=4, desc=impl)
 for impl, r in runs.items():
     print(f"{impl:>5}: losses {[round(loss, 4) for _, loss in r.history]}, {r.tokens_per_second:.0f} tokens/s")
-_ = training.plot_history(runs, title="PEFT vs our LoRALinear")
+_ = plots.plot_losses(runs, title="PEFT vs our LoRALinear")
 
 # %% [markdown]
 # ## 7. Save only the adapter, load it back, merge it

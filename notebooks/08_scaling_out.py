@@ -51,7 +51,7 @@ hardware.report()
 import tempfile
 from pathlib import Path
 
-from course_lib import distributed, memory, models
+from course_lib import distributed, memory, models, plots
 from course_lib.source import show_source
 
 WORK = Path(tempfile.mkdtemp(prefix="course08-"))  # the runs' logs go here, not into the repo
@@ -139,7 +139,8 @@ for label, log in runs.items():
     print(f"{label:>30}: {[round(x, 5) for x in log['losses']]}")
 print(f"1 vs 2 processes:           max |difference| = {distributed.compare_runs(one, two)['max_abs_diff']:.1e}")
 print(f"1 vs per-process mean:      max |difference| = {distributed.compare_runs(one, naive)['max_abs_diff']:.1e}")
-_ = distributed.plot_losses(runs)
+_ = plots.plot_losses({label: log["losses"] for label, log in runs.items()},
+                     "loss per step: same global batch, different number of processes", "loss (global batch mean)")
 
 # %% [markdown]
 # The first two curves lie on top of each other: their differences (printed above) are float rounding, the sums

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from course_lib import models, qlora
+from dataclasses import replace
+
+from course_lib import data, memory, models, qlora, training
 
 
 def test_presets_and_auto_on_cpu(monkeypatch, capsys):
@@ -27,14 +29,47 @@ def test_bnb_status_messages(monkeypatch):
     assert not ok and "CPU library, not its CUDA one" in why and "pip install -U bitsandbytes" in why
 
 
-def test_training_arguments_cpu_and_bf16_on_t4(monkeypatch, capsys, tmp_path):
-    args = qlora.training_arguments(tmp_path, torch.device("cpu"), torch.float32, steps=2, lr=1e-3, batch_size=1)
-    assert args.optim.value == "adamw_torch" and not args.fp16 and not args.bf16
-    assert "paged optimizers need CUDA" in capsys.readouterr().out
+def test_training_arguments_cpu_and_bf16_on_t4(monkeypatch, tmp_path):
+    args = training.training_arguments(tmp_path, steps=2, lr=1e-3, batch_size=1)
+    assert "paged" not in args.optim.value and not args.fp16 and not args.bf16 and args.use_cpu
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 5))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Tesla T4")
     with pytest.raises(ValueError, match="Tesla T4.*fp16=True"):
-        qlora.training_arguments(tmp_path, torch.device("cuda", 0), torch.bfloat16, steps=2, lr=1e-3, batch_size=1)
+        training.training_arguments(tmp_path, steps=2, lr=1e-3, batch_size=1, device=torch.device("cuda", 0),
+                                    compute_dtype=torch.bfloat16)
+
+
+def test_t4_preset_is_the_committed_gpu_run_with_another_model():
+    """The notebook's committed GPU run and a Colab student's t4 run execute the same code and settings."""
+    t4, committed = qlora.PRESETS["t4"], qlora.PRESETS["t4-smollm2-135m"]
+    assert committed.model == models.DEFAULT_MODEL and t4.model != committed.model
+    assert replace(committed, name="t4", model=t4.model) == t4
+
+
+def test_prep_is_fp32_residual_on_fp16_gpus():
+    assert qlora.choose_prep(torch.device("cuda", 0), torch.float16) == "default"
+    assert qlora.choose_prep(torch.device("cuda", 0), torch.bfloat16) == "lean"
+    assert qlora.choose_prep(torch.device("cpu"), torch.float32) == "lean"
+
+
+def test_predict_peak_is_the_memory_model_with_the_preparation_named():
+    c7 = models.synthetic_config("llama-3.2-1b")  # a large vocabulary: the loss is the peak
+    kw = dict(batch_size=2, seq_len=256, compute_dtype=torch.float16)
+    default = memory.estimate_training_memory(c7, "qlora", autocast=True, **kw)
+    assert qlora.predict_peak(c7, "default", **kw).total_bytes == default.total_bytes
+    lean = memory.estimate_training_memory(c7, "qlora", upcast_non_quantized=False, **kw)
+    assert qlora.predict_peak(c7, "lean", **kw).total_bytes == lean.total_bytes
+    # under autocast the fp32 head of the default preparation is copied to fp16 for its matmul: one V x h more
+    plain = memory.estimate_training_memory(c7, "qlora", **kw)
+    assert default.peak_phase == plain.peak_phase == "loss (logits backward)"
+    assert default.logits - plain.logits == memory._alloc(2 * c7.vocab_size * c7.hidden_size)
+
+
+def test_t4_time_estimate_is_between_bandwidth_and_compute_ratios():
+    low, high = qlora.t4_seconds_estimate(10.0, "NVIDIA H100 80GB HBM3")
+    assert low == pytest.approx(10 * 3350 / 320) and high == pytest.approx(10 * 989 / 65)
+    with pytest.raises(ValueError, match="no published figures"):
+        qlora.t4_seconds_estimate(1.0, "Voodoo 2")
 
 
 def test_predictions_and_too_large():
@@ -69,21 +104,54 @@ def test_smoke_path_lean_then_default(tiny_4bit):
     assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
     model = qlora.prepare(model, "lean")
     peft_model = get_peft_model(model, qlora.lora_config(4, 8, ("q_proj", "v_proj")))
-    data = qlora.random_token_dataset(model.config.vocab_size, 16, 4)
-    assert len(data) == 4 and len(data[0]["input_ids"]) == 16
-    result = qlora.train(peft_model, data, device, dtype, steps=2, lr=1e-3, batch_size=2)
+    rows = data.random_token_rows(model.config.vocab_size, 16, 4)
+    assert len(rows) == 4 and len(rows[0]["input_ids"]) == 16
+    result = training.train(peft_model, rows, steps=2, lr=1e-3, batch_size=2)
     assert result.steps == 2 and len(result.history) == 2 and result.tokens == 64
+    assert result.max_batch_shape == (2, 16) and len(result.step_seconds) == 2 and result.step_tokens == [32, 32]
     assert all(torch.isfinite(torch.tensor(loss)) for _, loss in result.history)
-    caveat = qlora.merge_caveat(peft_model)
-    assert caveat["weight_shape"] == (64, 64) and "share of ΔW kept after re-quantizing to NF4" in caveat
+    # the coarser the format, the more of the update is lost to rounding: fp16 (11 bits) < bf16 (8) < NF4
+    share = qlora.merge_precision(peft_model)
+    assert share["float16"]["error"] < share["bfloat16"]["error"] < share["nf4"]["error"]
+    assert share["float16"]["error"] < 0.05 and abs(share["float16"]["kept"] - 1) < 0.05
+    with pytest.raises(ValueError, match="unknown format"):
+        qlora.merge_precision(peft_model, formats=("int3",))
     model = qlora.prepare(peft_model.unload(), "default")
     assert model.get_input_embeddings().weight.dtype == torch.float32
     with pytest.raises(ValueError, match="prep must be one of"):
         qlora.prepare(model, "fast")
-    with pytest.raises(ValueError, match="no LoRA layer on a 4-bit"):
-        qlora.merge_caveat(models.tiny_model("llama"))
+    with pytest.raises(ValueError, match="no LoRA layer found"):
+        qlora.lora_updates(models.tiny_model("llama"))
 
 
-def test_merge_unquantized_refuses_synthetic():
+def test_dequantized_merge_reproduces_the_trained_4bit_model(tiny_4bit, tmp_path):
+    """The adapter learned to correct Q(W): merged into the dequantized 4-bit weights it gives the same outputs as
+    4-bit base + adapter; merged into the original weights it does not."""
+    from peft import get_peft_model
+
+    device, dtype = qlora.setup_device(tiny_4bit)
+    model, _ = qlora.load_4bit(tiny_4bit, device, dtype)
+    peft_model = get_peft_model(qlora.prepare(model, "lean"), qlora.lora_config(4, 8, ("q_proj", "v_proj")))
+    training.train(peft_model, data.random_token_rows(peft_model.config.vocab_size, 16, 8), steps=4, lr=1e-2,
+                   batch_size=2)
+    folder = training.save_adapter(peft_model, tmp_path / "adapter")
+    ids = torch.tensor([data.random_token_rows(peft_model.config.vocab_size, 16, 1, seed=1)[0]["input_ids"]])
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids).logits
+        dequant = qlora.merged_model(tiny_4bit, folder, "16-bit dequantized 4-bit", device, dtype)(input_ids=ids).logits
+        original = qlora.merged_model(tiny_4bit, folder, "16-bit original", device, dtype)(input_ids=ids).logits
+    # (exact on a GPU; bitsandbytes' CPU matmul keeps the bf16-stored tiny model's rounding, so: much closer)
+    assert (original - expected).abs().mean() > 3 * (dequant - expected).abs().mean()
+    with pytest.raises(ValueError, match="base must be one of"):
+        qlora.merged_model(tiny_4bit, folder, "8-bit", device, dtype)
+
+
+def test_merged_model_refuses_synthetic():
     with pytest.raises(ValueError, match="synthetic preset"):
-        qlora.merge_unquantized(qlora.PRESETS["synthetic-7b"], "/nonexistent")
+        qlora.merged_model(qlora.PRESETS["synthetic-7b"], "/nonexistent", "16-bit original", torch.device("cpu"),
+                           torch.float32)
+
+
+def test_load_model_refuses_other_bit_widths(tiny_4bit):
+    with pytest.raises(ValueError, match="bits must be 4"):
+        qlora.load_model(tiny_4bit, torch.device("cpu"), torch.float32, bits=8)
