@@ -2,7 +2,7 @@
 
 One module per idea (``lowrank``, ``lora``, ``counting``, ``nf4``, ``memory``, ``data``, ``training``, ``qlora``,
 ``distributed``) plus shared helpers (``models``, ``hardware``, ``plots``, ``widgets``, ``quiz``, ``checks``,
-``source``). Modules are imported on demand so that ``import course_lib`` stays fast.
+``source``, ``train_loop`` and ``latency`` for notebook 02). Modules are imported on demand so that ``import course_lib`` stays fast.
 """
 
 __version__ = "0.1.0"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import numbers
 import re
-import time
 from collections import defaultdict
 
 import torch
@@ -278,58 +277,3 @@ def randomize_lora_B(model: nn.Module, std: float = 0.02, seed: int = 0) -> None
     g = torch.Generator().manual_seed(seed)
     for _, B in lora_weights(model).values():
         B.copy_(torch.randn(B.shape, generator=g) * std)
-
-
-# ---------------------------------------------------------------------------------------- training and timing
-def trainable_names(model: nn.Module) -> list[str]:
-    return [name for name, p in model.named_parameters() if p.requires_grad]
-
-
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of every parameter, to see later which ones a training run changed."""
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
-
-
-def changed_parameters(before: dict[str, torch.Tensor], model: nn.Module) -> list[str]:
-    """Names of parameters that are not bit-identical to ``before`` (``torch.equal``, no tolerance)."""
-    return [name for name, p in model.named_parameters() if not torch.equal(before[name], p.detach())]
-
-
-def train_steps(model: nn.Module, input_ids: torch.Tensor, steps: int = 10, lr: float = 1e-3) -> list[float]:
-    """A few AdamW steps of next-token prediction on one batch; returns the losses. Only trainable
-    parameters (the adapters, after ``inject_lora``) are given to the optimizer."""
-    from tqdm.auto import tqdm
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameters: call inject_lora first.")
-    optimizer = torch.optim.AdamW(params, lr=lr)
-    model.train()
-    losses = []
-    for _ in tqdm(range(steps), desc="training"):
-        loss = model(input_ids=input_ids, labels=input_ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    model.eval()
-    return losses
-
-
-@torch.inference_mode()
-def compare_latency(fns: dict, repeats: int = 20, warmup: int = 2) -> dict[str, float]:
-    """Best (minimum) wall time in seconds of each ``fn()`` in ``fns``, timed in turns (A, B, A, B, ...).
-    The minimum, as ``timeit`` recommends: other processes on a shared CPU only ever add time, so the fastest
-    run is the closest to the cost of the code itself; taking turns spreads any slowdown over all candidates."""
-    from tqdm.auto import tqdm
-
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in tqdm(range(repeats), desc="timing"):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: min(t) for name, t in times.items()}

@@ -82,13 +82,29 @@ def _check_finite(absmax: torch.Tensor, w: torch.Tensor) -> None:
 
 
 # ------------------------------------------------------------------------------------------ quantize
-def _block_scale(flat: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_nf4(w: torch.Tensor, blocksize: int = 64, *, code: torch.Tensor = NF4_CODE) -> tuple[torch.Tensor, torch.Tensor]:
+    """NF4-quantize ``w`` -> ``(packed, absmax)``: ``packed`` holds ceil(numel/2) uint8 bytes (first value in the
+    high nibble), ``absmax`` one float32 per block. Bit-exact with ``bitsandbytes.functional.quantize_4bit(w,
+    blocksize=blocksize, quant_type="nf4")`` (whose packed tensor has shape (bytes, 1)). Another 16-entry ``code``
+    (FP4, INT4) runs the same three steps."""
+    _check_weights(w)
+    _check_blocksize(blocksize)
+    # 1. scale: cut the weights into blocks; divide each block by its largest magnitude, into [-1, 1]
+    absmax, scaled = scale_blocks(w.detach().reshape(-1).float(), blocksize)
+    _check_finite(absmax, w)
+    # 2. nearest code: each scaled value becomes the index (0..15) of the closest table value
+    q = nearest_code(scaled, code)
+    # 3. pack: two 4-bit indices per byte; an odd count is padded with the code of 0, as bitsandbytes does
+    packed = pack_nibbles(q, pad=int(nearest_code(torch.zeros(1), code)))
+    return packed, absmax
+
+
+def scale_blocks(flat: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split ``flat`` (fp32) into blocks; return (absmax per block, values scaled into [-1, 1])."""
     n = flat.numel()
     full = n - n % blocksize
     blocks = flat[:full].view(-1, blocksize)
-    lo, hi = torch.aminmax(blocks, dim=1)  # max |x| = max(hi, -lo), without an abs() copy
-    absmax = torch.maximum(hi, -lo)
+    absmax = blocks.abs().amax(dim=1)
     # An all-zero block has absmax 0: clamping the divisor keeps its values at exactly 0 (no 0/0 = NaN).
     scaled = (blocks * (1.0 / absmax.clamp(min=1e-38)).unsqueeze(1)).view(-1)
     if full < n:  # the short last block, divided (not multiplied) exactly as bitsandbytes does
@@ -98,25 +114,22 @@ def _block_scale(flat: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, torc
     return absmax, scaled
 
 
-def _nearest_code(scaled: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-    """Index (into ``code``) of the nearest value; a tie on a midpoint goes to the smaller value."""
-    order = torch.argsort(code)
+def nearest_code(scaled: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """Index (into ``code``) of the nearest value, as uint8; a tie on a midpoint goes to the smaller value."""
+    order = torch.argsort(code)  # NF4 and INT4 are sorted already; FP4's table is in bit-pattern order
     sorted_code = code[order]
     midpoints = (sorted_code[:-1] + sorted_code[1:]) / 2
     # Values outside [-1, 1] (rounding of x * (1/absmax)) land in the end buckets: no clamp needed.
-    q = torch.bucketize(scaled, midpoints, out_int32=True)
-    if not torch.equal(order, torch.arange(len(code))):
-        q = order.to(torch.int32)[q]  # FP4's table is in bit-pattern order
-    return q
+    return order[torch.bucketize(scaled, midpoints)].to(torch.uint8)
 
 
 def pack_nibbles(q: torch.Tensor, pad: int = 0) -> torch.Tensor:
     """Pack codes 0..15 two per byte, the first in the high nibble; an odd count is padded with code ``pad``."""
-    q = q.reshape(-1)
+    q = q.reshape(-1).to(torch.uint8)
     if q.numel() % 2:
         q = torch.cat([q, q.new_full((1,), pad)])
     pairs = q.view(-1, 2)
-    return ((pairs[:, 0] << 4) | pairs[:, 1]).to(torch.uint8)
+    return (pairs[:, 0] << 4) | pairs[:, 1]
 
 
 def unpack_nibbles(packed: torch.Tensor, numel: int) -> torch.Tensor:
@@ -125,85 +138,49 @@ def unpack_nibbles(packed: torch.Tensor, numel: int) -> torch.Tensor:
     return torch.stack([p >> 4, p & 0xF], dim=1).view(-1)[:numel]
 
 
-def quantize_4bit(w: torch.Tensor, code: torch.Tensor = NF4_CODE, blocksize: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blockwise absmax quantization of ``w`` to a 16-entry ``code`` -> ``(packed uint8, absmax float32)``."""
-    _check_weights(w)
-    _check_blocksize(blocksize)
-    absmax, scaled = _block_scale(w.detach().reshape(-1).float(), blocksize)
-    _check_finite(absmax, w)
-    q = _nearest_code(scaled, code).to(torch.uint8)
-    zero_code = int(_nearest_code(torch.zeros(1), code))  # bitsandbytes pads an odd size with the value 0
-    return pack_nibbles(q, pad=zero_code), absmax
-
-
-def quantize_nf4(w: torch.Tensor, blocksize: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """NF4-quantize ``w`` -> ``(packed, absmax)``: ``packed`` holds ceil(numel/2) bytes (first value in the high
-    nibble), ``absmax`` one float32 per block. Bit-exact with ``bitsandbytes.functional.quantize_4bit(w,
-    blocksize=blocksize, quant_type="nf4")`` (whose packed tensor has shape (bytes, 1))."""
-    return quantize_4bit(w, NF4_CODE, blocksize)
-
-
 def quantize_fp4(w: torch.Tensor, blocksize: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """FP4 (bitsandbytes' 1-2-1 float) version of ``quantize_nf4``, also bit-exact with bitsandbytes."""
-    return quantize_4bit(w, FP4_CODE, blocksize)
+    return quantize_nf4(w, blocksize, code=FP4_CODE)
 
 
 def quantize_int4(w: torch.Tensor, blocksize: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain symmetric INT4: round(x / absmax * 7), stored as codes 0..14."""
-    return quantize_4bit(w, INT4_CODE, blocksize)
+    return quantize_nf4(w, blocksize, code=INT4_CODE)
 
 
 # ------------------------------------------------------------------------------------------ dequantize
-def _pair_table(code: torch.Tensor) -> torch.Tensor:
-    """byte -> its two decoded fp32 values, stored as one int64 each, so that decoding is a single 1-D gather."""
-    byte = torch.arange(256)
-    code = torch.cat([code, code.new_zeros(16 - len(code))])  # INT4 uses 15 of the 16 codes
-    pairs = torch.stack([code[byte >> 4], code[byte & 0xF]], dim=1).contiguous()
-    return pairs.view(torch.int64).view(-1)
+def dequantize_nf4(packed: torch.Tensor, absmax: torch.Tensor, shape, blocksize: int = 64,
+                   dtype: torch.dtype = torch.float32, *, code: torch.Tensor = NF4_CODE) -> torch.Tensor:
+    """Inverse of ``quantize_nf4``, equal to bitsandbytes' reference ``dequantize_4bit`` (and to its CUDA kernel).
+    Its compiled CPU kernel (0.50) disagrees when a row is not a whole number of blocks: it indexes absmax per
+    row, while blocks run across rows. The arithmetic is fp32, then cast to ``dtype``."""
+    shape = torch.Size([shape] if isinstance(shape, int) else shape)
+    _check_packed(packed, absmax, shape.numel(), blocksize)
+    # 1. unpack: two 4-bit indices per byte
+    q = unpack_nibbles(packed, shape.numel())
+    # 2. look up: each index's table value, in [-1, 1]
+    values = code[q]
+    # 3. scale: every value times the absmax of its block
+    scale = absmax.reshape(-1).float().repeat_interleave(blocksize)[: shape.numel()]
+    return (values * scale).view(shape).to(dtype)
 
 
-_PAIR_TABLES: dict[tuple, torch.Tensor] = {}
-
-
-def dequantize_4bit(packed: torch.Tensor, absmax: torch.Tensor, shape, code: torch.Tensor = NF4_CODE,
-                    blocksize: int = 64, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Decode ``packed`` with ``code`` and multiply each block by its absmax (in fp32, then cast to ``dtype``)."""
+def _check_packed(packed: torch.Tensor, absmax: torch.Tensor, n: int, blocksize: int) -> None:
     _check_blocksize(blocksize)
     if packed.dtype != torch.uint8:
         raise TypeError(f"packed must be uint8 (two 4-bit codes per byte), got {packed.dtype}")
-    shape = torch.Size([shape] if isinstance(shape, int) else shape)
-    n = shape.numel()
     n_blocks = math.ceil(n / blocksize)
     if packed.numel() != (n + 1) // 2 or absmax.numel() != n_blocks:
-        raise ValueError(f"shape {tuple(shape)} needs {(n + 1) // 2} packed bytes and {n_blocks} absmax values at "
+        raise ValueError(f"{n} values need {(n + 1) // 2} packed bytes and {n_blocks} absmax values at "
                          f"blocksize {blocksize}; got {packed.numel()} and {absmax.numel()}")
-    key = tuple(code.tolist())
-    if key not in _PAIR_TABLES:
-        _PAIR_TABLES[key] = _pair_table(code)
-    pairs = _PAIR_TABLES[key].index_select(0, packed.reshape(-1).to(torch.int32))
-    values = pairs.view(torch.float32)[:n]
-    absmax = absmax.reshape(-1).float()
-    full = n - n % blocksize
-    out = torch.empty(n, dtype=torch.float32)
-    torch.mul(values[:full].view(-1, blocksize), absmax[: full // blocksize].unsqueeze(1),
-              out=out[:full].view(-1, blocksize))
-    if full < n:  # the short last block
-        out[full:] = values[full:] * absmax[-1]
-    return out.view(shape).to(dtype)
-
-
-def dequantize_nf4(packed: torch.Tensor, absmax: torch.Tensor, shape, blocksize: int = 64,
-                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Inverse of ``quantize_nf4``; equal to ``bitsandbytes.functional.dequantize_4bit``."""
-    return dequantize_4bit(packed, absmax, shape, NF4_CODE, blocksize, dtype)
 
 
 def dequantize_fp4(packed, absmax, shape, blocksize: int = 64, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return dequantize_4bit(packed, absmax, shape, FP4_CODE, blocksize, dtype)
+    return dequantize_nf4(packed, absmax, shape, blocksize, dtype, code=FP4_CODE)
 
 
 def dequantize_int4(packed, absmax, shape, blocksize: int = 64, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return dequantize_4bit(packed, absmax, shape, INT4_CODE, blocksize, dtype)
+    return dequantize_nf4(packed, absmax, shape, blocksize, dtype, code=INT4_CODE)
 
 
 QUANTIZERS = {"nf4": (quantize_nf4, dequantize_nf4), "fp4": (quantize_fp4, dequantize_fp4),
@@ -262,7 +239,7 @@ def double_quantize(absmax: torch.Tensor, blocksize: int = 256) -> tuple[torch.T
     absmax = absmax.reshape(-1).float()
     _check_weights(absmax)
     offset = absmax.mean()
-    absmax2, scaled = _block_scale(absmax - offset, blocksize)
+    absmax2, scaled = scale_blocks(absmax - offset, blocksize)
     _check_finite(absmax2, absmax)
     midpoints = (DYNAMIC_CODE[:-1] + DYNAMIC_CODE[1:]) / 2
     codes = torch.bucketize(scaled, midpoints).to(torch.uint8)

@@ -50,7 +50,7 @@ import peft  # noqa: F401  (imported first so that bitsandbytes' one-time import
 import torch
 from torch import nn
 
-from course_lib import counting, lora, models, plots
+from course_lib import counting, latency, lora, models, plots, train_loop
 from course_lib.source import show_source
 
 _ = torch.manual_seed(0)
@@ -195,21 +195,21 @@ layer.unmerge()
 # afterwards we list the ones that changed by even one bit.
 
 # %%
-print("trainable tensors:", len(lora.trainable_names(model)), "e.g.", lora.trainable_names(model)[:2])
+print("trainable tensors:", len(train_loop.trainable_names(model)), "e.g.", train_loop.trainable_names(model)[:2])
 print(counting.format_summary(*counting.trainable_summary(model)))
 
 # %%
 torch.manual_seed(0)
 text = "Low-rank adaptation freezes the pretrained weights and learns a small update."
 batch = tokenizer(text, return_tensors="pt").input_ids
-before = lora.snapshot(model)
-losses = lora.train_steps(model, batch, steps=5, lr=2e-3)
+before = train_loop.snapshot(model)
+losses = train_loop.train_steps(model, batch, steps=5, lr=2e-3)
 _ = plots.plot_losses(losses, "LoRA on q_proj + v_proj, one sentence")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-changed = lora.changed_parameters(before, model)
-frozen = [name for name in before if name not in set(lora.trainable_names(model))]
+changed = train_loop.changed_parameters(before, model)
+frozen = [name for name in before if name not in set(train_loop.trainable_names(model))]
 print(f"{len(changed)} tensors changed; all of them lora_A/lora_B:",
       all(name.endswith(("lora_A.weight", "lora_B.weight")) for name in changed))
 print(f"{len(frozen)} frozen tensors, bit-identical after training:", not set(changed) & set(frozen))
@@ -235,7 +235,7 @@ folded = copy.deepcopy(adapted)
 folded.merge()
 for tokens in (32, 512):
     x = torch.randn(tokens, 2048)
-    t = lora.compare_latency({"plain": lambda x=x: plain(x), "unmerged": lambda x=x: adapted(x),
+    t = latency.compare_latency({"plain": lambda x=x: plain(x), "unmerged": lambda x=x: adapted(x),
                               "merged": lambda x=x: folded(x)}, repeats=30)
     print(f"{tokens:>4} tokens: " + ", ".join(f"{name} {1e3 * sec:.2f} ms" for name, sec in t.items())
           + f"  -> unmerged {100 * (t['unmerged'] / t['merged'] - 1):+.0f}% vs merged")
@@ -251,16 +251,16 @@ lora.randomize_lora_B(unmerged)
 merged = copy.deepcopy(unmerged)
 lora.merge_all(merged)
 ids = torch.randint(0, tokenizer.vocab_size, (1, 32), generator=torch.Generator().manual_seed(0))
-latency = lora.compare_latency({
+times = latency.compare_latency({
     "base model (no LoRA)": lambda: base_model(input_ids=ids),
     "LoRA, unmerged": lambda: unmerged(input_ids=ids),
     "LoRA, merged": lambda: merged(input_ids=ids),
 }, repeats=8, warmup=1)
 
 # %%
-for name, seconds in latency.items():
+for name, seconds in times.items():
     print(f"{name:<22} {1000 * seconds:7.1f} ms")
-overhead = latency["LoRA, unmerged"] / latency["LoRA, merged"] - 1
+overhead = times["LoRA, unmerged"] / times["LoRA, merged"] - 1
 print(f"unmerged is {100 * overhead:+.0f}% vs merged for 32 tokens through {len(lora.lora_layers(unmerged))} adapted layers")
 
 # %% [markdown]

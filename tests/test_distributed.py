@@ -6,6 +6,7 @@ import pytest
 from course_lib import distributed, memory, models
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
     """A real run, no mocks: same seed, same global batch of 8, 1 process vs 2 (4 rows each)."""
     kw = dict(steps=5, global_batch=8, lr=1e-2, seed=0)

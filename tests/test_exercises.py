@@ -13,6 +13,7 @@ import nbtool  # noqa: E402
 SOLUTIONS = nbtool.sources(nbtool.SOLUTIONS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=[p.stem for p in SOLUTIONS])
 def test_undone_exercises_fail_with_a_helpful_message(solution, monkeypatch):
     from nbclient import NotebookClient

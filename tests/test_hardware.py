@@ -3,11 +3,28 @@ import torch
 
 from course_lib import hardware
 
+# What this machine should get: CI has no GPU, a developer's machine or Colab may have one.
+if torch.cuda.is_available():
+    HERE = "cuda"
+    HERE_DTYPE = torch.bfloat16 if torch.cuda.get_device_capability() >= (8, 0) else torch.float16
+elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+    HERE, HERE_DTYPE = "mps", torch.float16
+else:
+    HERE, HERE_DTYPE = "cpu", torch.float32
 
-def test_cpu_defaults():
-    assert hardware.pick_device() == torch.device("cpu")  # CI has no GPU
+
+def test_defaults_follow_the_machine():
+    assert hardware.pick_device() == torch.device(HERE)
+    assert hardware.compute_dtype() == HERE_DTYPE
     assert hardware.compute_dtype("cpu") == torch.float32
     assert hardware.supports_bf16("cpu") is False
+
+
+def test_without_a_gpu_it_is_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "_mps_available", lambda: False)
+    assert hardware.pick_device() == torch.device("cpu")
+    assert hardware.compute_dtype() == torch.float32
 
 
 def test_forcing_an_absent_device_explains(monkeypatch):
@@ -39,4 +56,5 @@ def test_report_prints_versions(capsys):
     info = hardware.environment()
     for key in ("torch", "transformers", "peft", "bitsandbytes", "device", "compute dtype"):
         assert key in info and key in out
-    assert info["device"] == "cpu" and info["compute dtype"] == "float32"
+    assert info["device"] == HERE and info["compute dtype"] == str(HERE_DTYPE).removeprefix("torch.")
+    assert ("gpu" in info) == (HERE == "cuda")

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from course_lib import counting, lora, models
+from course_lib import counting, lora, models, train_loop
 
 # (architecture, target_modules): suffix lists per convention, a regex, "all-linear"; qwen2 has q/k/v biases.
 CASES = [
@@ -81,7 +81,7 @@ def test_gradients_only_on_A_and_B(arch, targets):
     peft_model(input_ids=IDS, labels=IDS).loss.backward()
     with_grad = {n for n, p in ours.named_parameters() if p.grad is not None}
     assert with_grad and all(n.endswith(("lora_A.weight", "lora_B.weight")) for n in with_grad)
-    assert with_grad == set(lora.trainable_names(ours))
+    assert with_grad == set(train_loop.trainable_names(ours))
     # the gradients themselves agree with PEFT's
     ours_grads = {n: (A.grad, B.grad) for n, (A, B) in lora.lora_weights(ours).items()}
     for n, (A, B) in lora.lora_weights(peft_model).items():
@@ -92,11 +92,11 @@ def test_gradients_only_on_A_and_B(arch, targets):
 def test_training_changes_only_adapters():
     model = models.tiny_model("llama")
     lora.inject_lora(model, ["q_proj", "v_proj"], r=4, alpha=8)
-    before = lora.snapshot(model)
-    losses = lora.train_steps(model, IDS, steps=3, lr=1e-2)
-    changed = lora.changed_parameters(before, model)
+    before = train_loop.snapshot(model)
+    losses = train_loop.train_steps(model, IDS, steps=3, lr=1e-2)
+    changed = train_loop.changed_parameters(before, model)
     assert len(losses) == 3 and losses[-1] < losses[0]
-    assert changed and set(changed) <= set(lora.trainable_names(model))
+    assert changed and set(changed) <= set(train_loop.trainable_names(model))
 
 
 def test_init_scaling_and_shapes_like_peft():

