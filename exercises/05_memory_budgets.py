@@ -14,7 +14,7 @@
 
 # %% [markdown]
 # # 05 · Memory budgets — exercises
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/solutions/05_memory_budgets.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/exercises/05_memory_budgets.ipynb)
 #
 # **You will:** compute the static memory of LoRA by hand and compare your number with `course_lib.memory`.
 #
@@ -72,11 +72,3 @@ est = memory.estimate_training_memory(config, "lora")
 mine = lora_static_bytes(memory.parameter_count(config), est.trainable_params)
 print(f"by hand {mine / 1e9:.3f} GB, estimator (weights + adapters + grads + AdamW) "
       f"{(est.weights + est.adapters + est.gradients + est.optimizer_state) / 1e9:.3f} GB")
-
-# %% [markdown]
-# ## Quiz answers (the quiz at the end of notebook 05)
-
-# %%
-from course_lib import quiz
-
-quiz.answers("05")

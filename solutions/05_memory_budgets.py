@@ -74,10 +74,11 @@ mine = lora_static_bytes(memory.parameter_count(config), est.trainable_params)
 print(f"by hand {mine / 1e9:.3f} GB, estimator (weights + adapters + grads + AdamW) "
       f"{(est.weights + est.adapters + est.gradients + est.optimizer_state) / 1e9:.3f} GB")
 
-# %% [markdown]
-# ## Quiz answers (the quiz at the end of notebook 05)
+# %% [markdown] tags=["solution-only"]
+# ## Quiz key (the quiz at the end of notebook 05)
+# Answers, with the reason for every option. Only the solutions print it; the exercise copies leave it out.
 
-# %%
+# %% tags=["solution-only"]
 from course_lib import quiz
 
 quiz.answers("05")

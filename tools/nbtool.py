@@ -11,7 +11,8 @@
 
 Exercise markers: in a solution, code between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` (inside a function
 body) is replaced in the exercise copy by ``raise NotImplementedError``; the cell must then call a
-``checks.check_*`` function, which turns the placeholder into a friendly message.
+``checks.check_*`` function, which turns the placeholder into a friendly message. Cells tagged ``solution-only``
+(the quiz answers, the course's own version of a function the student writes) are left out of the exercise copy.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ NOTEBOOKS, SOLUTIONS, EXERCISES, BUILD = (ROOT / d for d in ("notebooks", "solut
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 PLACEHOLDER = 'raise NotImplementedError("Exercise: write your code here, then run the check below.")'
+SOLUTION_ONLY = "solution-only"  # cell tag: kept in solutions/, dropped from exercises/
 
 
 class PipelineError(RuntimeError):
@@ -285,6 +287,9 @@ def validate_exercise_cell(source: str, where: str) -> None:
 
 def make_exercise(py: Path) -> nbformat.NotebookNode:
     nb = read_source(py)
+    nb.cells = [c for c in nb.cells if SOLUTION_ONLY not in c.metadata.get("tags", [])]
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i:03d}"
     cells = exercise_cells(nb)
     if not cells:
         raise PipelineError(f"{py.name} has no {BEGIN} block: a solution file must hold at least one exercise")
@@ -292,6 +297,8 @@ def make_exercise(py: Path) -> nbformat.NotebookNode:
         where = f"{py.name}, cell {i}"
         validate_exercise_cell(nb.cells[i].source, where)
         nb.cells[i].source = to_exercise(nb.cells[i].source, where)
+    if any(COLAB_TAG in c.metadata.get("tags", []) for c in nb.cells):
+        nb = with_colab(nb, EXERCISES / py.name)  # the student copy's badge opens the student copy, not the solution
     return nb
 
 
