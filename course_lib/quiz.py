@@ -37,14 +37,14 @@ def _q(prompt: str, answer: int, *options: tuple[str, str], applied: bool = Fals
 
 QUIZZES: dict[str, list[Question]] = {
     "01": [
-        _q("The best rank-k approximation of W leaves a Frobenius error equal to…", 1,
+        _q("The best rank-k approximation of W leaves a Frobenius error equal to…", 3,
            ("the (k+1)-th singular value", "That is the error in the spectral norm (the largest singular value "
             "left out), not in the Frobenius norm, which counts every dropped direction."),
-           ("sqrt of the sum of the squared singular values after the k-th", "Eckart–Young: the error is exactly "
-            "the dropped tail; the table in section 2 shows it digit for digit."),
            ("the sum of the first k singular values", "Those are the directions that are kept; the error comes from "
             "the ones dropped."),
-           ("it depends on the optimiser", "The truncated SVD is computed in closed form; no optimiser is involved.")),
+           ("it depends on the optimiser", "The truncated SVD is computed in closed form; no optimiser is involved."),
+           ("sqrt of the sum of the squared singular values after the k-th", "Eckart–Young: the error is exactly "
+            "the dropped tail; the table in section 2 shows it digit for digit.")),
         _q("In notebook 01, what was much closer to low rank?", 2,
            ("the trained weight matrix W", "W needed hundreds of directions to hold most of its energy."),
            ("a random Gaussian matrix", "A random matrix spreads its energy over all directions: it is the "
@@ -73,16 +73,16 @@ QUIZZES: dict[str, list[Question]] = {
            ("131,072", "131,072 counts each factor twice."), applied=True),
     ],
     "02": [
-        _q("What does LoRA's rank r control?", 1,
+        _q("What does LoRA's rank r control?", 3,
            ("the learning rate", "The learning rate is an optimiser setting; r is a shape."),
-           ("the inner dimension of A and B, hence trainable parameters and capacity", "A is r × d_in and B is "
-            "d_out × r: r·(d_in + d_out) trainable numbers per layer."),
            ("the number of layers adapted", "Which layers are adapted is target_modules, not r."),
-           ("the numeric precision of the base model", "Precision is the dtype (or 4-bit in QLoRA); r is a shape.")),
-        _q("Why is B initialised to zeros?", 1,
-           ("to save memory", "A zero matrix takes the same memory as any other."),
+           ("the numeric precision of the base model", "Precision is the dtype (or 4-bit in QLoRA); r is a shape."),
+           ("the inner dimension of A and B, hence trainable parameters and capacity", "A is r × d_in and B is "
+            "d_out × r: r·(d_in + d_out) trainable numbers per layer.")),
+        _q("Why is B initialised to zeros?", 0,
            ("so the wrapped model starts exactly equal to the base model", "BA = 0 at step 0, so training starts "
             "from the pretrained behaviour; A is random so gradients flow to B."),
+           ("to save memory", "A zero matrix takes the same memory as any other."),
            ("because A is zero too", "A is random: if both were zero, neither would receive a gradient."),
            ("PEFT requires it for merging", "Merging adds scaling·BA whatever B is; the zero start is about the "
             "first forward pass.")),
@@ -117,19 +117,19 @@ QUIZZES: dict[str, list[Question]] = {
            ("16,777,216", "That is the frozen layer itself, 4096 · 4096."),
            ("4,194,304", "4,194,304 is the count of Llama-2-7B with q_proj and v_proj in all 32 layers."),
            applied=True),
-        _q("LoRA r=8 on q_proj and v_proj of Llama-3.2-1B trains…", 1,
+        _q("LoRA r=8 on q_proj and v_proj of Llama-3.2-1B trains…", 2,
            ("4,194,304", "4,194,304 is Llama-2-7B's count (32 layers of 4096-wide q and v)."),
-           ("851,968", "16 layers · 8 · ((2048 + 2048) + (2048 + 512)) = 851,968: grouped-query attention "
-            "makes v_proj only 512 wide."),
            ("1,048,576", "1,048,576 treats v_proj as 2048 → 2048; with grouped-query attention it maps "
             "2048 → 512."),
+           ("851,968", "16 layers · 8 · ((2048 + 2048) + (2048 + 512)) = 851,968: grouped-query attention "
+            "makes v_proj only 512 wide."),
            ("65,536", "65,536 is one 4096 × 4096 layer at r=8.")),
-        _q("How do you find the right target_modules names for a new architecture?", 1,
+        _q("How do you find the right target_modules names for a new architecture?", 3,
            ("guess q_proj and v_proj", "Names differ per architecture: GPT-2 has no q_proj."),
-           ("list model.named_modules() and pick the linear layers", "GPT-2 calls its fused attention "
-            "projection c_attn, BERT query/value, Llama q_proj/v_proj: the model says which names it has."),
            ("use the model's tokenizer", "The tokenizer knows nothing about layer names."),
-           ("they are the same in every model", "They are not: see GPT-2's c_attn and BERT's query/value.")),
+           ("they are the same in every model", "They are not: see GPT-2's c_attn and BERT's query/value."),
+           ("list model.named_modules() and pick the linear layers", "GPT-2 calls its fused attention "
+            "projection c_attn, BERT query/value, Llama q_proj/v_proj: the model says which names it has.")),
         _q("get_peft_model on GPT-2 with target_modules=['q_proj', 'v_proj'] raises \"Target modules "
            "{'q_proj', 'v_proj'} not found in the base model\". What do you do?", 2,
            ("upgrade peft", "The library is right: GPT-2 has no module called q_proj."),
@@ -146,16 +146,16 @@ QUIZZES: dict[str, list[Question]] = {
            applied=True),
     ],
     "04": [
-        _q("Why does NF4 place its 16 levels at quantiles of a normal distribution?", 1,
+        _q("Why does NF4 place its 16 levels at quantiles of a normal distribution?", 3,
            ("to make dequantization faster", "Dequantization is a table lookup whatever the table holds."),
+           ("to represent 0 exactly", "The exact zero comes from the asymmetric 8 + 7 split, not from the quantiles."),
+           ("to avoid storing a scale", "NF4 still stores one absmax scale per block."),
            ("because trained weights are roughly normal, so each level is used about equally and the error is "
             "lower than with evenly spaced levels", "Quantile quantization gives each level an equal share of the "
             "values. QLoRA calls NF4 information-theoretically optimal for normally distributed weights: that "
             "holds for zero-mean normal data scaled into [-1, 1] by each block's absmax, with equal-probability "
             "bins, and only approximately (NF4 spends 8 levels on one side and 7 on the other to keep an exact 0). "
-            "Notebook 04's error table shows NF4 below INT4 and FP4 on real weights."),
-           ("to represent 0 exactly", "The exact zero comes from the asymmetric 8 + 7 split, not from the quantiles."),
-           ("to avoid storing a scale", "NF4 still stores one absmax scale per block.")),
+            "Notebook 04's error table shows NF4 below INT4 and FP4 on real weights.")),
         _q("NF4 with block size 64 and double quantization costs about how many bits per weight?", 1,
            ("4.0", "4.0 forgets the block scales: each block of 64 shares a scale that costs bits too."),
            ("4.127", "4 bits + 8/64 for the 8-bit block scales + 32/(64·256) for the second-level scales ≈ 4.127."),
@@ -179,11 +179,11 @@ QUIZZES: dict[str, list[Question]] = {
            ("the activations", "Activations are computed in the compute dtype; QLoRA does not quantize them.")),
     ],
     "05": [
-        _q("What is the key difference between LoRA and QLoRA?", 1,
+        _q("What is the key difference between LoRA and QLoRA?", 2,
            ("QLoRA trains fewer adapter parameters", "The adapters are the same; only the frozen base changes."),
+           ("QLoRA computes in 4-bit", "Matmuls run in the 16-bit compute dtype after dequantization."),
            ("QLoRA stores the frozen base model in 4-bit NF4", "Same adapters; the frozen weights are stored in "
             "4-bit and dequantized to the compute dtype on the fly."),
-           ("QLoRA computes in 4-bit", "Matmuls run in the 16-bit compute dtype after dequantization."),
            ("QLoRA does not need gradients", "The adapters are trained by gradients exactly as in LoRA.")),
         _q("For Llama-2-7B with LoRA at short sequences, what dominates training memory?", 2,
            ("the optimizer state", "AdamW's state covers only the adapters: tens of MB."),
@@ -216,19 +216,19 @@ QUIZZES: dict[str, list[Question]] = {
             "the vocabulary do not shrink."), applied=True),
     ],
     "06": [
-        _q("What does label masking do?", 1,
+        _q("What does label masking do?", 2,
            ("hides the padding from attention only", "That is the attention mask; labels decide what is graded."),
+           ("removes the system prompt", "The prompt stays in the input; only its labels are masked."),
            ("makes only the response tokens count in the loss", "Prompt tokens get label -100, which "
             "cross-entropy ignores; the model is graded on its answers only."),
-           ("removes the system prompt", "The prompt stays in the input; only its labels are masked."),
            ("shuffles the labels", "Labels are the input shifted by one, never shuffled.")),
-        _q("Before deploying one fine-tuned task, what can you do to drop the adapter overhead at inference?", 1,
+        _q("Before deploying one fine-tuned task, what can you do to drop the adapter overhead at inference?", 3,
            ("quantize the adapter", "The adapter would still run as an extra branch."),
+           ("delete lora_A", "Without A the update is gone: the fine-tuning is lost."),
+           ("raise r", "A larger r adds work."),
            ("merge the adapter into the base weights (merge_and_unload)", "Merging gives plain linear layers with "
             "the same outputs (checked in notebook 06); keep adapters separate when one base serves several "
-            "tasks."),
-           ("delete lora_A", "Without A the update is gone: the fine-tuning is lost."),
-           ("raise r", "A larger r adds work.")),
+            "tasks.")),
         _q("A row has a 3-token prompt and a 2-token response, and the batch is padded to 7 tokens. How many of its "
            "positions count in the loss?", 0,
            ("2", "Only the response: prompt positions and padding both carry label -100."),
@@ -251,19 +251,19 @@ QUIZZES: dict[str, list[Question]] = {
            ("15,360", "15,360 is a single layer: SmolLM2 has 30."), applied=True),
     ],
     "07": [
-        _q("What do paged optimizers do?", 1,
+        _q("What do paged optimizers do?", 2,
            ("keep optimizer state on disk", "Nothing is written to disk."),
+           ("quantize the optimizer to 4-bit", "paged_adamw_32bit keeps 32-bit state; paging is about where it lives."),
            ("let optimizer state move to CPU RAM under GPU memory pressure, avoiding out-of-memory spikes",
             "They use CUDA unified memory: pages migrate to the host only when the GPU runs short."),
-           ("quantize the optimizer to 4-bit", "paged_adamw_32bit keeps 32-bit state; paging is about where it lives."),
            ("run the optimizer on the CPU always", "The step runs on the GPU; pages move only under pressure.")),
-        _q("On a T4, which compute dtype does the course choose, and why?", 1,
+        _q("On a T4, which compute dtype does the course choose, and why?", 3,
            ("bf16, because torch says it is supported", "torch.cuda.is_bf16_supported() is True there through slow "
             "emulation; capability >= 8.0 is the real test."),
-           ("fp16 with loss scaling: a T4 (compute capability 7.5) has no native bf16", "fp16 runs on the T4's "
-            "tensor cores; loss scaling keeps small gradients from underflowing."),
            ("fp32, because 4-bit needs it", "4-bit weights are dequantized to the compute dtype, 16-bit works."),
-           ("int8", "int8 is a storage format here, not the dtype of the matmuls.")),
+           ("int8", "int8 is a storage format here, not the dtype of the matmuls."),
+           ("fp16 with loss scaling: a T4 (compute capability 7.5) has no native bf16", "fp16 runs on the T4's "
+            "tensor cores; loss scaling keeps small gradients from underflowing.")),
         _q("Your QLoRA script passes bf16=True and on a Colab T4 crawls (or hardware.compute_dtype refuses it). "
            "What is the fix?", 2,
            ("update the NVIDIA driver", "The T4's hardware lacks native bf16; no driver adds it."),
@@ -287,18 +287,18 @@ QUIZZES: dict[str, list[Question]] = {
            ("switch the compute dtype to fp32", "fp32 doubles the activations."), applied=True),
     ],
     "08": [
-        _q("With DDP and LoRA on 2 GPUs, what does each GPU hold?", 1,
-           ("half of the model", "That is FSDP's sharding; DDP replicates."),
+        _q("With DDP and LoRA on 2 GPUs, what does each GPU hold?", 0,
            ("a full copy of the frozen model and of the adapters; adapter gradients are averaged across GPUs after "
             "each backward", "DDP replicates; FSDP shards parameters, gradients and optimizer state across GPUs."),
+           ("half of the model", "That is FSDP's sharding; DDP replicates."),
            ("only the adapters", "The forward pass needs the frozen weights on every GPU."),
            ("only the optimizer state", "No: each GPU runs the whole model on its own rows.")),
-        _q("Why must `bnb_4bit_quant_storage` equal the compute dtype for FSDP with QLoRA?", 1,
+        _q("Why must `bnb_4bit_quant_storage` equal the compute dtype for FSDP with QLoRA?", 2,
            ("it makes NF4 more accurate", "The codes are the same; only their container dtype changes."),
+           ("it enables paged optimizers", "Paging is an optimizer setting, unrelated to storage dtype."),
            ("FSDP flattens and shards each unit's parameters together, which needs one storage dtype for the 4-bit "
             "and the other weights", "The packed 4-bit codes are then stored in bf16/fp16 containers that FSDP "
             "can shard with the rest."),
-           ("it enables paged optimizers", "Paging is an optimizer setting, unrelated to storage dtype."),
            ("it is only needed on a T4", "It is needed for FSDP on any GPU.")),
         _q("1 and 2 processes gave the same loss curve in notebook 08 because…", 1,
            ("the seed was fixed", "A fixed seed alone would not make different data splits agree."),

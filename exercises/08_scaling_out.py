@@ -42,8 +42,6 @@ from course_lib import hardware
 hardware.report()
 
 # %%
-import torch
-
 from course_lib import checks, memory, models
 
 # %% [markdown]

@@ -43,10 +43,6 @@ from course_lib import hardware
 hardware.report()
 
 # %%
-import torch
-
-import torch
-
 from course_lib import checks, memory, models, nf4, qlora
 
 # %% [markdown]
