@@ -170,6 +170,7 @@ WRONG = {
     "check_quantize_block": lambda block: (torch.zeros(64, dtype=torch.long), float(block.abs().max())),
     "check_bits_per_param": lambda bs, dq: 4.0,
     "check_lora_memory": lambda params, adapters: 2 * params,
+    "check_logits_bytes": lambda batch, seq, vocab: 4 * batch * seq * vocab,
     "check_collate": lambda features, pad: {k: torch.zeros(2, 4, dtype=torch.long)
                                             for k in ("input_ids", "attention_mask", "labels")},
     "check_after_load_memory": lambda config, targets: 1e9,
