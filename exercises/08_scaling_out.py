@@ -83,10 +83,14 @@ def fewest_gpus(config, gpu_bytes, seq_len):
 checks.check_fewest_gpus(fewest_gpus)
 
 # %% [markdown]
-# Per-GPU memory of Llama-2-70B QLoRA at 2,048 tokens, on 2 and on 4 GPUs, part by part: what halves, and what
-# does not.
+# Your `fsdp_shard` on Llama-2-70B at 2,048 tokens, on 2 and on 4 GPUs, with what the estimator adds for
+# communication (the all-gathered layers): the per-GPU total, and the part that no number of GPUs shrinks.
 
 # %%
+long = memory.estimate_training_memory(config, "qlora", upcast_non_quantized=False, seq_len=2048).breakdown()
 for n in (2, 4):
+    mine = fsdp_shard(long, n)
     est = memory.estimate_per_gpu_memory(config, "qlora", n, "fsdp", seq_len=2048)
-    print(f"{n} GPUs: {est.total_gb:.2f} GB per GPU: " + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in est.breakdown().items()))
+    print(f"{n} GPUs: yours {sum(mine.values()) / 1e9:.2f} GB + communication {est.comm_buffers / 1e9:.2f} GB = "
+          f"{(sum(mine.values()) + est.comm_buffers) / 1e9:.2f} GB per GPU (estimator: {est.total_gb:.2f} GB); "
+          f"not split: {(mine['activations'] + mine['logits'] + mine['quant_state']) / 1e9:.2f} GB")
