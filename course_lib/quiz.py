@@ -1,7 +1,11 @@
 """End-of-notebook self-checks: multiple choice with immediate feedback (ipywidgets), or plain text without a frontend.
 
-The questions live here, once; ``quiz.show("03")`` ends notebook 03 and ``quiz.answers("03")`` prints the answers
-with their reasons in the solution notebook. Answers refer to what the notebooks measured, not to folklore.
+The questions live here, once: ``quiz.show("03")`` ends notebook 03. Every option carries its reason, so a wrong
+pick is answered with why it is wrong (not with the right answer) and a right pick with why it is right.
+``quiz.answers("03")`` prints the key (answers and every reason): only the solution notebooks call it, never the
+student copies. Each notebook has recall questions and applied ones (compute a count, a memory figure, a
+bits-per-parameter value; pick the fix for a failure). Every number here is computed by ``course_lib``:
+``tests/test_quiz.py`` reads each number out of the text and recomputes it.
 """
 
 from __future__ import annotations
@@ -14,96 +18,309 @@ class Question:
     prompt: str
     options: tuple[str, ...]
     answer: int  # index into options
-    why: str
+    reasons: tuple[str, ...]  # one per option: why it is right, or why it is wrong
+    applied: bool = False  # the student computes a number or decides on a fix, not recalls a fact
+
+    def __post_init__(self):
+        if len(self.reasons) != len(self.options) or not 0 <= self.answer < len(self.options):
+            raise ValueError(f"question {self.prompt[:40]!r}: one reason per option and a valid answer index")
+
+    @property
+    def why(self) -> str:
+        return self.reasons[self.answer]
+
+
+def _q(prompt: str, answer: int, *options: tuple[str, str], applied: bool = False) -> Question:
+    """A question from (option, reason) pairs; ``answer`` is the index of the right option."""
+    return Question(prompt, tuple(o for o, _ in options), answer, tuple(r for _, r in options), applied)
 
 
 QUIZZES: dict[str, list[Question]] = {
     "01": [
-        Question("The best rank-k approximation of W leaves a Frobenius error equal to…",
-                 ("the (k+1)-th singular value", "sqrt of the sum of the squared singular values after the k-th",
-                  "the sum of the first k singular values", "it depends on the optimiser"), 1,
-                 "Eckart–Young: the error is exactly the dropped tail; the table in section 2 shows it digit for digit."),
-        Question("In notebook 01, what was much closer to low rank?",
-                 ("the trained weight matrix W", "a random Gaussian matrix", "the fine-tuning update ΔW"), 2,
-                 "ΔW put most of its energy in a few directions; W needed hundreds of directions for 90%."),
+        _q("The best rank-k approximation of W leaves a Frobenius error equal to…", 3,
+           ("the (k+1)-th singular value", "That is the error in the spectral norm (the largest singular value "
+            "left out), not in the Frobenius norm, which counts every dropped direction."),
+           ("the sum of the first k singular values", "Those are the directions that are kept; the error comes from "
+            "the ones dropped."),
+           ("it depends on the optimiser", "The truncated SVD is computed in closed form; no optimiser is involved."),
+           ("sqrt of the sum of the squared singular values after the k-th", "Eckart–Young: the error is exactly "
+            "the dropped tail; the table in section 2 shows it digit for digit.")),
+        _q("In notebook 01, what was much closer to low rank?", 2,
+           ("the trained weight matrix W", "W needed hundreds of directions to hold most of its energy."),
+           ("a random Gaussian matrix", "A random matrix spreads its energy over all directions: it is the "
+            "opposite of low rank, the baseline the notebook compares with."),
+           ("the fine-tuning update ΔW", "ΔW put most of its energy in a few directions, while W needed hundreds: "
+            "that is the observation LoRA is built on.")),
+        _q("A matrix has singular values 4, 3, 2 and 1. What Frobenius error does its best rank-2 approximation "
+           "leave?", 1,
+           ("2", "2 is the third singular value: the spectral-norm error. The Frobenius error also counts the "
+            "fourth direction."),
+           ("√5 ≈ 2.236", "Keep 4 and 3, drop 2 and 1: sqrt(2² + 1²) = √5 ≈ 2.236 (lowrank.approx_error on "
+            "diag(4, 3, 2, 1) measures exactly this)."),
+           ("3", "3 is the sum 2 + 1; the norm squares the dropped singular values before adding them."),
+           ("5", "5 is 2² + 1², the squared error: take its square root."), applied=True),
+        _q("For the same singular values 4, 3, 2, 1: what fraction of the energy (squared Frobenius norm) does "
+           "rank 2 keep?", 2,
+           ("70%", "70% is (4 + 3) / (4 + 3 + 2 + 1): energy adds the squared singular values."),
+           ("50%", "Rank 2 keeps 2 of the 4 directions, but not half the energy: the first ones are the largest."),
+           ("83.3%", "(4² + 3²) / (4² + 3² + 2² + 1²) = 25 / 30 = 83.3% (lowrank.energy_captured)."),
+           ("96.7%", "That would leave only 1 of the 30 units of energy out; rank 2 leaves out 2² + 1² = 5."),
+           applied=True),
+        _q("Storing a 4096 × 4096 matrix as rank-8 factors A (4096 × 8) and B (8 × 4096) takes how many numbers?", 0,
+           ("65,536", "8 · (4096 + 4096) = 65,536, about 0.39% of the 16,777,216 entries of the full matrix."),
+           ("32,768", "32,768 counts only one of the two factors."),
+           ("16,777,216", "That is the full matrix, 4096 · 4096: the thing the factors replace."),
+           ("131,072", "131,072 counts each factor twice."), applied=True),
     ],
     "02": [
-        Question("What does LoRA's rank r control?",
-                 ("the learning rate", "the inner dimension of A and B, hence trainable parameters and capacity",
-                  "the number of layers adapted", "the numeric precision of the base model"), 1,
-                 "A is r × d_in and B is d_out × r: r·(d_in + d_out) trainable numbers per layer."),
-        Question("Why is B initialised to zeros?",
-                 ("to save memory", "so the wrapped model starts exactly equal to the base model",
-                  "because A is zero too", "PEFT requires it for merging"), 1,
-                 "BA = 0 at step 0, so training starts from the pretrained behaviour; A is random so gradients flow to B."),
-        Question("With lora_alpha=16 and r=8 (standard LoRA), the update is scaled by…", ("0.5", "2", "16", "128"), 1,
-                 "scaling = alpha / r = 2 (rsLoRA would use alpha / sqrt(r) ≈ 5.66)."),
+        _q("What does LoRA's rank r control?", 3,
+           ("the learning rate", "The learning rate is an optimiser setting; r is a shape."),
+           ("the number of layers adapted", "Which layers are adapted is target_modules, not r."),
+           ("the numeric precision of the base model", "Precision is the dtype (or 4-bit in QLoRA); r is a shape."),
+           ("the inner dimension of A and B, hence trainable parameters and capacity", "A is r × d_in and B is "
+            "d_out × r: r·(d_in + d_out) trainable numbers per layer.")),
+        _q("Why is B initialised to zeros?", 0,
+           ("so the wrapped model starts exactly equal to the base model", "BA = 0 at step 0, so training starts "
+            "from the pretrained behaviour; A is random so gradients flow to B."),
+           ("to save memory", "A zero matrix takes the same memory as any other."),
+           ("because A is zero too", "A is random: if both were zero, neither would receive a gradient."),
+           ("PEFT requires it for merging", "Merging adds scaling·BA whatever B is; the zero start is about the "
+            "first forward pass.")),
+        _q("With lora_alpha=16 and r=8 (standard LoRA), the update is scaled by…", 1,
+           ("0.5", "0.5 is r / alpha: the ratio upside down."),
+           ("2", "scaling = alpha / r = 16 / 8 = 2 (rsLoRA would use alpha / sqrt(r) ≈ 5.66)."),
+           ("16", "16 is alpha alone; LoRA divides it by the rank."),
+           ("128", "128 is alpha · r; LoRA divides."), applied=True),
+        _q("You raise r from 8 to 16 on a 2048 × 2048 layer and keep lora_alpha=16. What changes?", 3,
+           ("nothing: the scaling is alpha, so only capacity grows", "The scaling is alpha / r, so it changes too."),
+           ("the adapter keeps 32,768 parameters and the scaling doubles to 4", "The parameter count grows with r, "
+            "and the scaling alpha / r shrinks when r grows."),
+           ("the adapter grows to 131,072 parameters and the scaling stays 2", "r·(2048 + 2048) at r=16 is "
+            "65,536, and alpha / r falls to 1."),
+           ("the adapter grows from 32,768 to 65,536 parameters and the scaling halves from 2 to 1",
+            "r·(d_in + d_out) doubles with r; alpha / r = 16 / 16 = 1. Keep alpha / r fixed (alpha = 2r) to keep "
+            "the update's scale when you change r."), applied=True),
+        _q("Merging LoRA into GPT-2's c_attn fails with a shape mismatch: the update B @ A is 2304 × 768 but the "
+           "weight is 768 × 2304. What is the fix?", 2,
+           ("use r = 768", "The rank does not change the outer shape of B @ A."),
+           ("reshape the weight to 2304 × 768", "A reshape scrambles the entries; the weight is stored transposed, "
+            "not laid out differently."),
+           ("transpose the update: GPT-2's Conv1D stores its weight as (d_in, d_out), which fan_in_fan_out=True "
+            "records", "nn.Linear stores (d_out, d_in) like B @ A; Conv1D stores the transpose, so the update "
+            "must be transposed before it is added."),
+           ("merge in fp32", "The dtype does not change shapes."), applied=True),
     ],
     "03": [
-        Question("LoRA at r=8 on a 4096 × 4096 layer trains how many numbers?", ("32,768", "65,536", "16,777,216", "4,194,304"), 1,
-                 "8 · (4096 + 4096) = 65,536, about 0.39% of the layer's 16.8 M."),
-        Question("LoRA r=8 on q_proj and v_proj of Llama-3.2-1B trains…", ("4,194,304", "851,968", "1,048,576", "65,536"), 1,
-                 "16 layers · 8 · ((2048+2048) + (2048+512)) = 851,968. 4,194,304 is Llama-2-7B's count."),
-        Question("How do you find the right target_modules names for a new architecture?",
-                 ("guess q_proj and v_proj", "list model.named_modules() and pick the linear layers",
-                  "use the model's tokenizer", "they are the same in every model"), 1,
-                 "GPT-2 calls its fused attention projection c_attn, BERT query/value, Llama q_proj/v_proj."),
+        _q("LoRA at r=8 on a 4096 × 4096 layer trains how many numbers?", 1,
+           ("32,768", "32,768 is r · 4096: only one of the two factors."),
+           ("65,536", "8 · (4096 + 4096) = 65,536, about 0.39% of the layer's 16,777,216."),
+           ("16,777,216", "That is the frozen layer itself, 4096 · 4096."),
+           ("4,194,304", "4,194,304 is the count of Llama-2-7B with q_proj and v_proj in all 32 layers."),
+           applied=True),
+        _q("LoRA r=8 on q_proj and v_proj of Llama-3.2-1B trains…", 2,
+           ("4,194,304", "4,194,304 is Llama-2-7B's count (32 layers of 4096-wide q and v)."),
+           ("1,048,576", "1,048,576 treats v_proj as 2048 → 2048; with grouped-query attention it maps "
+            "2048 → 512."),
+           ("851,968", "16 layers · 8 · ((2048 + 2048) + (2048 + 512)) = 851,968: grouped-query attention "
+            "makes v_proj only 512 wide."),
+           ("65,536", "65,536 is one 4096 × 4096 layer at r=8.")),
+        _q("How do you find the right target_modules names for a new architecture?", 3,
+           ("guess q_proj and v_proj", "Names differ per architecture: GPT-2 has no q_proj."),
+           ("use the model's tokenizer", "The tokenizer knows nothing about layer names."),
+           ("they are the same in every model", "They are not: see GPT-2's c_attn and BERT's query/value."),
+           ("list model.named_modules() and pick the linear layers", "GPT-2 calls its fused attention "
+            "projection c_attn, BERT query/value, Llama q_proj/v_proj: the model says which names it has.")),
+        _q("get_peft_model on GPT-2 with target_modules=['q_proj', 'v_proj'] raises \"Target modules "
+           "{'q_proj', 'v_proj'} not found in the base model\". What do you do?", 2,
+           ("upgrade peft", "The library is right: GPT-2 has no module called q_proj."),
+           ("load the model in 4-bit first", "Quantization does not rename layers."),
+           ("list model.named_modules(), see GPT-2's fused attention projection c_attn, and target it",
+            "The names come from the model: GPT-2 computes q, k and v in one Conv1D called c_attn."),
+           ("set r=0 for the missing layers", "r must be positive, and it does not choose layers."),
+           applied=True),
+        _q("LoRA r=8 on GPT-2's c_attn (12 blocks, 768 → 2304) trains how many parameters?", 0,
+           ("294,912", "12 · 8 · (768 + 2304) = 294,912."),
+           ("24,576", "24,576 is one block's c_attn: GPT-2 has 12."),
+           ("147,456", "147,456 treats c_attn as 768 → 768; it computes q, k and v at once, so it outputs 2304."),
+           ("1,179,648", "1,179,648 is \"all-linear\" (c_attn, both c_proj and c_fc in every block)."),
+           applied=True),
     ],
     "04": [
-        Question("Why does NF4 place its 16 levels at quantiles of a normal distribution?",
-                 ("to make dequantization faster", "because trained weights are roughly normal, so each level is used "
-                  "about equally and the error is lower than with evenly spaced levels", "to represent 0 exactly",
-                  "to avoid storing a scale"), 1,
-                 "Information-theoretically optimal for normal data; the error table shows NF4 below INT4 and FP4."),
-        Question("NF4 with block size 64 and double quantization costs about how many bits per weight?",
-                 ("4.0", "4.127", "4.5", "8"), 1,
-                 "4 bits + 8/64 for the 8-bit block scales + 32/(64·256) for the second-level scales ≈ 4.127."),
+        _q("Why does NF4 place its 16 levels at quantiles of a normal distribution?", 3,
+           ("to make dequantization faster", "Dequantization is a table lookup whatever the table holds."),
+           ("to represent 0 exactly", "The exact zero comes from the asymmetric 8 + 7 split, not from the quantiles."),
+           ("to avoid storing a scale", "NF4 still stores one absmax scale per block."),
+           ("because trained weights are roughly normal, so each level is used about equally and the error is "
+            "lower than with evenly spaced levels", "Quantile quantization gives each level an equal share of the "
+            "values. QLoRA calls NF4 information-theoretically optimal for normally distributed weights: that "
+            "holds for zero-mean normal data scaled into [-1, 1] by each block's absmax, with equal-probability "
+            "bins, and only approximately (NF4 spends 8 levels on one side and 7 on the other to keep an exact 0). "
+            "Notebook 04's error table shows NF4 below INT4 and FP4 on real weights.")),
+        _q("NF4 with block size 64 and double quantization costs about how many bits per weight?", 1,
+           ("4.0", "4.0 forgets the block scales: each block of 64 shares a scale that costs bits too."),
+           ("4.127", "4 bits + 8/64 for the 8-bit block scales + 32/(64·256) for the second-level scales ≈ 4.127."),
+           ("4.5", "4.5 is without double quantization: 4 + 32/64 for an fp32 absmax per block."),
+           ("8", "8 bits would be an int8 format.")),
+        _q("Block size 128 without double quantization (one fp32 absmax per block): how many bits per weight?", 0,
+           ("4.25", "4 + 32/128 = 4.25 (nf4.bits_per_param(128, double_quant=False))."),
+           ("4.063", "4.063 is block size 128 *with* double quantization: the scale stored in 8 bits."),
+           ("4.5", "4.5 is block size 64: twice as many scales per weight."),
+           ("4.0", "4.0 forgets the block scale."), applied=True),
+        _q("A 4096 × 4096 weight stored in NF4 (block size 64, double quantization) takes about how many MB?", 2,
+           ("33.55 MB", "33.55 MB is the same weight in bf16, 2 bytes per entry."),
+           ("8.39 MB", "8.39 MB counts only the 4-bit codes, not the block scales."),
+           ("8.65 MB", "16,777,216 weights · 4.127 bits / 8 ≈ 8.65 MB (nf4.stored_bytes)."),
+           ("9.44 MB", "9.44 MB is without double quantization (4.5 bits per weight)."), applied=True),
+        _q("What does double quantization quantize?", 2,
+           ("the weights a second time, to 2 bits", "The weights stay 4-bit; there is no 2-bit step."),
+           ("the LoRA adapters", "The adapters stay in 16 or 32 bits: they train."),
+           ("the per-block absmax scales, from fp32 to 8 bits, with one fp32 scale per 256 blocks",
+            "The block constants are small but numerous; storing them in 8 bits saves about 0.37 bits per weight."),
+           ("the activations", "Activations are computed in the compute dtype; QLoRA does not quantize them.")),
     ],
     "05": [
-        Question("What is the key difference between LoRA and QLoRA?",
-                 ("QLoRA trains fewer adapter parameters", "QLoRA stores the frozen base model in 4-bit NF4",
-                  "QLoRA computes in 4-bit", "QLoRA does not need gradients"), 1,
-                 "Same adapters; the frozen weights are stored in 4-bit and dequantized to the compute dtype on the fly."),
-        Question("For a 7B model with LoRA at short sequences, what dominates training memory?",
-                 ("the optimizer state", "the adapters' gradients", "the frozen base weights", "the tokenizer"), 2,
-                 "Adapters are MBs; the 16-bit weights are ~13.5 GB — which is what 4-bit storage attacks."),
+        _q("What is the key difference between LoRA and QLoRA?", 2,
+           ("QLoRA trains fewer adapter parameters", "The adapters are the same; only the frozen base changes."),
+           ("QLoRA computes in 4-bit", "Matmuls run in the 16-bit compute dtype after dequantization."),
+           ("QLoRA stores the frozen base model in 4-bit NF4", "Same adapters; the frozen weights are stored in "
+            "4-bit and dequantized to the compute dtype on the fly."),
+           ("QLoRA does not need gradients", "The adapters are trained by gradients exactly as in LoRA.")),
+        _q("For Llama-2-7B with LoRA at short sequences, what dominates training memory?", 2,
+           ("the optimizer state", "AdamW's state covers only the adapters: tens of MB."),
+           ("the adapters' gradients", "They are as small as the adapters."),
+           ("the frozen base weights", "The 16-bit weights are 13.48 GB of the 13.88 GB peak predicted for "
+            "r=8 on q and v at 512 tokens: that is what 4-bit storage attacks."),
+           ("the tokenizer", "The tokenizer is a few MB of host memory.")),
+        _q("In the course's ledger (memory.bytes_per_param), full fine-tuning in bf16 with AdamW needs how many bytes "
+           "per parameter before activations?", 1,
+           ("2", "2 bytes is the bf16 weight alone."),
+           ("8", "2 (weight) + 2 (gradient) + 4 (AdamW's two bf16 moments) = 8."),
+           ("16", "16 is the mixed-precision recipe with fp32 master weights and fp32 moments; the ledger keeps "
+            "everything in bf16."),
+           ("4", "4 is weight + gradient; AdamW adds two moments per parameter."), applied=True),
+        _q("Llama-2-7B (6,738,415,616 parameters) with LoRA: bf16 frozen weights plus 4,194,304 fp32 adapter "
+           "parameters trained by AdamW. How much static memory is that?", 0,
+           ("13.54 GB", "2 bytes per frozen weight + 16 per adapter parameter (4 value + 4 gradient + 8 AdamW) "
+            "= 13.54 GB."),
+           ("13.48 GB", "13.48 GB is the frozen weights alone: the adapters add their values, gradients and state."),
+           ("27.02 GB", "27.02 GB stores the frozen weights in fp32 (4 bytes); LoRA keeps them in bf16."),
+           ("107.81 GB", "107.81 GB is 16 bytes for *every* parameter: full fine-tuning with fp32 master weights."),
+           applied=True),
+        _q("For Llama-3.2-1B with r=8 on q and v at 512 tokens, the course predicts 3.31 GB with LoRA and "
+           "2.43 GB with QLoRA: much less than the 4x saving on the weights. Why?", 3,
+           ("4-bit weights are slower", "Speed is not memory."),
+           ("QLoRA trains more parameters", "Both train the same 851,968 adapter parameters."),
+           ("the estimate is wrong for small models", "The GPU measurements agree with both predictions within 3%."),
+           ("its large vocabulary (128,256 tokens): the embeddings stay unquantized and the logits (0.79 GB) are "
+            "the same in both", "Only linear layers of the decoder are 4-bit; the embeddings and the loss over "
+            "the vocabulary do not shrink."), applied=True),
     ],
     "06": [
-        Question("What does label masking do?",
-                 ("hides the padding from attention only", "makes only the response tokens count in the loss",
-                  "removes the system prompt", "shuffles the labels"), 1,
-                 "Prompt tokens get label -100, which cross-entropy ignores; the model is graded on its answers only."),
-        Question("Before deploying one fine-tuned task, what can you do to drop the adapter overhead at inference?",
-                 ("quantize the adapter", "merge the adapter into the base weights (merge_and_unload)",
-                  "delete lora_A", "raise r"), 1,
-                 "Merging gives plain linear layers with the same outputs (checked in notebook 06); keep adapters "
-                 "separate when one base serves several tasks."),
+        _q("What does label masking do?", 2,
+           ("hides the padding from attention only", "That is the attention mask; labels decide what is graded."),
+           ("removes the system prompt", "The prompt stays in the input; only its labels are masked."),
+           ("makes only the response tokens count in the loss", "Prompt tokens get label -100, which "
+            "cross-entropy ignores; the model is graded on its answers only."),
+           ("shuffles the labels", "Labels are the input shifted by one, never shuffled.")),
+        _q("Before deploying one fine-tuned task, what can you do to drop the adapter overhead at inference?", 3,
+           ("quantize the adapter", "The adapter would still run as an extra branch."),
+           ("delete lora_A", "Without A the update is gone: the fine-tuning is lost."),
+           ("raise r", "A larger r adds work."),
+           ("merge the adapter into the base weights (merge_and_unload)", "Merging gives plain linear layers with "
+            "the same outputs (checked in notebook 06); keep adapters separate when one base serves several "
+            "tasks.")),
+        _q("A row has a 3-token prompt and a 2-token response, and the batch is padded to 7 tokens. How many of its "
+           "positions count in the loss?", 0,
+           ("2", "Only the response: prompt positions and padding both carry label -100."),
+           ("5", "5 counts the prompt too; its labels are -100."),
+           ("7", "7 counts the padding too; collate gives padding label -100."),
+           ("4", "4 counts the 2 padding positions as if they were answers."), applied=True),
+        _q("Your LoRA run (r=8, q and v) barely moves its loss in a few dozen steps at lr=2e-5, a rate that works "
+           "for full fine-tuning. What do you change first?", 0,
+           ("raise the learning rate by one to two orders of magnitude", "LoRA's update starts at zero and its "
+            "few parameters need larger steps; notebook 06's sweep found LoRA's best rate far above full "
+            "fine-tuning's."),
+           ("raise r to 64", "More capacity does not help when each step barely moves the weights."),
+           ("add the embeddings to target_modules", "The problem is the step size, not where the adapters sit."),
+           ("switch to full fine-tuning", "That trains 135M parameters to fix a learning-rate setting."),
+           applied=True),
+        _q("SmolLM2-135M with LoRA r=8 on q_proj and v_proj trains how many parameters?", 1,
+           ("921,600", "921,600 is r=16."),
+           ("460,800", "30 layers · 8 · ((576 + 576) + (576 + 192)) = 460,800."),
+           ("2,442,240", "2,442,240 is \"all-linear\" at r=8."),
+           ("15,360", "15,360 is a single layer: SmolLM2 has 30."), applied=True),
     ],
     "07": [
-        Question("What do paged optimizers do?",
-                 ("keep optimizer state on disk", "let optimizer state move to CPU RAM under GPU memory pressure, "
-                  "avoiding out-of-memory spikes", "quantize the optimizer to 4-bit", "run the optimizer on the CPU always"), 1,
-                 "They use CUDA unified memory: pages migrate to the host only when the GPU runs short."),
-        Question("On a T4, which compute dtype does the course choose, and why?",
-                 ("bf16, because torch says it is supported", "fp16 with loss scaling: a T4 (compute capability 7.5) "
-                  "has no native bf16", "fp32, because 4-bit needs it", "int8"), 1,
-                 "torch.cuda.is_bf16_supported() is True there through slow emulation; capability >= 8.0 is the real test."),
+        _q("What do paged optimizers do?", 2,
+           ("keep optimizer state on disk", "Nothing is written to disk."),
+           ("quantize the optimizer to 4-bit", "paged_adamw_32bit keeps 32-bit state; paging is about where it lives."),
+           ("let optimizer state move to CPU RAM under GPU memory pressure, avoiding out-of-memory spikes",
+            "They use CUDA unified memory: pages migrate to the host only when the GPU runs short."),
+           ("run the optimizer on the CPU always", "The step runs on the GPU; pages move only under pressure.")),
+        _q("On a T4, which compute dtype does the course choose, and why?", 3,
+           ("bf16, because torch says it is supported", "torch.cuda.is_bf16_supported() is True there through slow "
+            "emulation; capability >= 8.0 is the real test."),
+           ("fp32, because 4-bit needs it", "4-bit weights are dequantized to the compute dtype, 16-bit works."),
+           ("int8", "int8 is a storage format here, not the dtype of the matmuls."),
+           ("fp16 with loss scaling: a T4 (compute capability 7.5) has no native bf16", "fp16 runs on the T4's "
+            "tensor cores; loss scaling keeps small gradients from underflowing.")),
+        _q("Your QLoRA script passes bf16=True and on a Colab T4 crawls (or hardware.compute_dtype refuses it). "
+           "What is the fix?", 2,
+           ("update the NVIDIA driver", "The T4's hardware lacks native bf16; no driver adds it."),
+           ("set bnb_4bit_compute_dtype=torch.float32", "fp32 works but doubles activation memory and is slow."),
+           ("fp16=True with loss scaling and bnb_4bit_compute_dtype=torch.float16", "The T4 has fast fp16; the "
+            "Trainer's loss scaling handles fp16's narrow range."),
+           ("lower r", "The rank does not change the dtype."), applied=True),
+        _q("QLoRA on Llama-2-7B (r=8 on q and v, batch 1, 512 tokens) is predicted to peak at 5.02 GB. "
+           "Which part is largest?", 0,
+           ("the 4-bit weights, 4.29 GB (with the fp32 embeddings and head)", "The 4-bit linears plus the fp32 "
+            "non-quantized weights are most of it; the GPU measured 5.29 GB at the peak."),
+           ("the activations, 0.56 GB", "With gradient checkpointing they stay small at 512 tokens."),
+           ("the optimizer state, 0.03 GB", "AdamW's state covers only the adapters."),
+           ("the quantization state, 0.10 GB", "The block scales are a small share of the weights' memory."),
+           applied=True),
+        _q("A training run runs out of memory on a T4 at batch 16 × 2048 tokens. What do you try first?", 1,
+           ("raise r", "More adapter parameters add memory."),
+           ("fewer tokens per step (smaller batch or shorter sequences), with gradient accumulation to keep the "
+            "effective batch", "Activations and logits grow with batch × sequence; the weights do not."),
+           ("turn off double quantization", "That adds memory (about 0.37 bits per weight)."),
+           ("switch the compute dtype to fp32", "fp32 doubles the activations."), applied=True),
     ],
     "08": [
-        Question("With DDP and LoRA on 2 GPUs, what does each GPU hold?",
-                 ("half of the model", "a full copy of the frozen model and of the adapters; adapter gradients are "
-                  "averaged across GPUs after each backward", "only the adapters", "only the optimizer state"), 1,
-                 "DDP replicates; FSDP shards parameters, gradients and optimizer state across GPUs."),
-        Question("Why must `bnb_4bit_quant_storage` equal the compute dtype for FSDP with QLoRA?",
-                 ("it makes NF4 more accurate", "FSDP flattens and shards each unit's parameters together, which needs "
-                  "one storage dtype for the 4-bit and the other weights", "it enables paged optimizers",
-                  "it is only needed on a T4"), 1,
-                 "The packed 4-bit codes are then stored in bf16/fp16 containers that FSDP can shard with the rest."),
-        Question("1 and 2 processes gave the same loss curve in notebook 08 because…",
-                 ("the seed was fixed", "each process saw the same rows of every global batch and the loss was "
-                  "normalised by the tokens of the whole global batch", "gloo is deterministic",
-                  "the model was tiny"), 1,
-                 "DDP averages gradients over processes; a per-process mean over unequal token counts would differ."),
+        _q("With DDP and LoRA on 2 GPUs, what does each GPU hold?", 0,
+           ("a full copy of the frozen model and of the adapters; adapter gradients are averaged across GPUs after "
+            "each backward", "DDP replicates; FSDP shards parameters, gradients and optimizer state across GPUs."),
+           ("half of the model", "That is FSDP's sharding; DDP replicates."),
+           ("only the adapters", "The forward pass needs the frozen weights on every GPU."),
+           ("only the optimizer state", "No: each GPU runs the whole model on its own rows.")),
+        _q("Why must `bnb_4bit_quant_storage` equal the compute dtype for FSDP with QLoRA?", 2,
+           ("it makes NF4 more accurate", "The codes are the same; only their container dtype changes."),
+           ("it enables paged optimizers", "Paging is an optimizer setting, unrelated to storage dtype."),
+           ("FSDP flattens and shards each unit's parameters together, which needs one storage dtype for the 4-bit "
+            "and the other weights", "The packed 4-bit codes are then stored in bf16/fp16 containers that FSDP "
+            "can shard with the rest."),
+           ("it is only needed on a T4", "It is needed for FSDP on any GPU.")),
+        _q("1 and 2 processes gave the same loss curve in notebook 08 because…", 1,
+           ("the seed was fixed", "A fixed seed alone would not make different data splits agree."),
+           ("each process saw the same rows of every global batch and the loss was normalised by the tokens of the "
+            "whole global batch", "DDP averages gradients over processes; a per-process mean over unequal token "
+            "counts would differ."),
+           ("gloo is deterministic", "Determinism of the backend does not make two different computations equal."),
+           ("the model was tiny", "Size does not matter: the same global batch and normalisation do.")),
+        _q("QLoRA on Llama-2-70B with FSDP (r=8 on q and v, 512 tokens per GPU): the course predicts 38.05 GB on one "
+           "GPU. What does one GPU hold with 4 GPUs?", 2,
+           ("38.05 GB: FSDP only adds speed", "FSDP shards the weights: each GPU holds a quarter."),
+           ("9.51 GB: everything divides by 4", "Activations and quantization state are not sharded, and the "
+            "gathered layers add communication buffers."),
+           ("13.30 GB", "The weights, adapters, gradients and optimizer state divide by 4; the activations, "
+            "the quantization state and the gathered layers do not (memory.estimate_per_gpu_memory)."),
+           ("22.18 GB", "22.18 GB is the figure for 2 GPUs."), applied=True),
+        _q("LoRA on Llama-2-7B needs 13.88 GB on one GPU. With DDP on 4 GPUs, each GPU needs…", 3,
+           ("3.47 GB", "That divides everything by 4; DDP replicates the model on every GPU."),
+           ("6.94 GB", "DDP does not halve anything either."),
+           ("13.88 GB exactly", "DDP adds its gradient buckets: a copy of the trainable gradients."),
+           ("13.90 GB: a full replica plus DDP's gradient buckets; more GPUs give more examples per step, not "
+            "more room", "To make room, shard with FSDP."), applied=True),
     ],
 }
 
@@ -124,7 +341,7 @@ def grade(notebook: str, index: int, choice: int | None) -> tuple[bool, str]:
         return False, "pick one of the options first"
     if choice == q.answer:
         return True, f"✓ Right. {q.why}"
-    return False, "✗ Not quite — look back at the section this question is about, and try again."
+    return False, f"✗ Not quite: {q.reasons[choice]} Try again."
 
 
 def show(notebook: str):
@@ -159,5 +376,8 @@ def show(notebook: str):
 
 
 def answers(notebook: str) -> None:
+    """The key: each question's answer and the reason for every option (solution notebooks only)."""
     for i, q in enumerate(questions(notebook), 1):
-        print(f"Q{i}. {q.prompt}\n    answer: ({'abcdef'[q.answer]}) {q.options[q.answer]}\n    why: {q.why}")
+        print(f"Q{i}. {q.prompt}\n    answer: ({'abcdef'[q.answer]}) {q.options[q.answer]}")
+        for letter, option, reason in zip("abcdef", q.options, q.reasons):
+            print(f"    ({letter}){' ✓' if letter == 'abcdef'[q.answer] else ''} {option}: {reason}")

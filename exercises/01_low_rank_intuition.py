@@ -14,7 +14,7 @@
 
 # %% [markdown]
 # # 01 · Low-rank intuition — exercises
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/solutions/01_low_rank_intuition.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/exercises/01_low_rank_intuition.ipynb)
 #
 # Write each function where it says `YOUR CODE HERE`, run its cell, and read the check's verdict: ✓ means right,
 # otherwise the message says what is off and gives a hint.
@@ -69,17 +69,14 @@ def storage_count(m: int, n: int, r: int) -> tuple[int, int]:
 checks.check_storage_count(storage_count)
 
 # %% [markdown]
-# ## 3. Think about it
-# Using your `storage_count`: at what rank do the factors of a 576 × 576 matrix stop saving anything?
-# (Answer: when `r·(m+n) ≥ m·n`, i.e. `r ≥ 288` here — half the side of a square matrix.)
+# ## 3. When does low rank stop saving?
+# Write `break_even_rank(m, n)`: the smallest rank `r` at which the factors of an `m × n` matrix store at least
+# as many numbers as the matrix itself. Use your `storage_count`. The checker tries square and rectangular shapes.
 
 # %%
-print(next(r for r in range(1, 577) if storage_count(576, 576, r)[1] >= 576 * 576))
+def break_even_rank(m: int, n: int) -> int:
+    # YOUR CODE HERE
+    raise NotImplementedError("Exercise: write your code here, then run the check below.")
 
-# %% [markdown]
-# ## Quiz answers (the quiz at the end of notebook 01)
 
-# %%
-from course_lib import quiz
-
-quiz.answers("01")
+checks.check_break_even_rank(break_even_rank)

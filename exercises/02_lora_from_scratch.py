@@ -14,7 +14,7 @@
 
 # %% [markdown]
 # # 02 · LoRA from scratch — exercises
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/solutions/02_lora_from_scratch.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/exercises/02_lora_from_scratch.ipynb)
 #
 # **You will:** write the two functions at the heart of LoRA — the forward pass of a LoRA layer and the merge of
 # its update into the frozen weight — and have them checked against `course_lib.lora.LoRALinear` and PEFT.
@@ -97,20 +97,3 @@ def lora_merge(layer):
 
 
 checks.check_lora_merge(lora_merge)
-
-# %% [markdown]
-# Compare with the course's version, `LoRALinear.merge` (and `delta_weight`, which it uses):
-
-# %%
-from course_lib.source import show_source
-
-_ = show_source(lora.LoRALinear.delta_weight)
-_ = show_source(lora.LoRALinear.merge)
-
-# %% [markdown]
-# ## Quiz answers (the quiz at the end of notebook 02)
-
-# %%
-from course_lib import quiz
-
-quiz.answers("02")

@@ -14,7 +14,7 @@
 
 # %% [markdown]
 # # 03 · Counting LoRA parameters — exercises
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/solutions/03_counting_lora_parameters.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/exercises/03_counting_lora_parameters.ipynb)
 #
 # **You will:** do the seed notes' exercise (LoRA on GPT-2 at r = 4, 8, 16, 32, count, plot) without
 # downloading GPT-2, and predict a Llama model's LoRA count from its config by hand.
@@ -110,11 +110,3 @@ checks.check_predict_qv_count(predict_qv_count)
 # NBVAL_CHECK_OUTPUT
 print(f"Llama-3.2-1B, q+v, r=8: predicted {predict_qv_count(config, 8):,}, "
       f"lora_param_count {counting.lora_param_count(models.synthetic_model('llama-3.2-1b'), ['q_proj', 'v_proj'], 8):,}")
-
-# %% [markdown]
-# ## Quiz answers (the quiz at the end of notebook 03)
-
-# %%
-from course_lib import quiz
-
-quiz.answers("03")

@@ -14,7 +14,7 @@
 
 # %% [markdown]
 # # 04 · NF4 quantization — exercises
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/solutions/04_nf4_quantization.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/exercises/04_nf4_quantization.ipynb)
 #
 # **You will:** map a number to its nearest NF4 code (ties included), quantize one block exactly as
 # bitsandbytes does, and compute the storage cost of NF4 with and without double quantization.
@@ -91,11 +91,3 @@ def bits_per_param(blocksize: int, double_quant: bool) -> float:
 
 
 checks.check_bits_per_param(bits_per_param)
-
-# %% [markdown]
-# ## Quiz answers (the quiz at the end of notebook 04)
-
-# %%
-from course_lib import quiz
-
-quiz.answers("04")

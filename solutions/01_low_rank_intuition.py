@@ -72,17 +72,25 @@ def storage_count(m: int, n: int, r: int) -> tuple[int, int]:
 checks.check_storage_count(storage_count)
 
 # %% [markdown]
-# ## 3. Think about it
-# Using your `storage_count`: at what rank do the factors of a 576 × 576 matrix stop saving anything?
-# (Answer: when `r·(m+n) ≥ m·n`, i.e. `r ≥ 288` here — half the side of a square matrix.)
+# ## 3. When does low rank stop saving?
+# Write `break_even_rank(m, n)`: the smallest rank `r` at which the factors of an `m × n` matrix store at least
+# as many numbers as the matrix itself. Use your `storage_count`. The checker tries square and rectangular shapes.
 
 # %%
-print(next(r for r in range(1, 577) if storage_count(576, 576, r)[1] >= 576 * 576))
+def break_even_rank(m: int, n: int) -> int:
+    ### BEGIN SOLUTION
+    # r·(m + n) >= m·n  <=>  r >= m·n / (m + n): half the side of a square matrix
+    return next(r for r in range(1, min(m, n) + 1) if storage_count(m, n, r)[1] >= m * n)
+    ### END SOLUTION
 
-# %% [markdown]
-# ## Quiz answers (the quiz at the end of notebook 01)
 
-# %%
+checks.check_break_even_rank(break_even_rank)
+
+# %% [markdown] tags=["solution-only"]
+# ## Quiz key (the quiz at the end of notebook 01)
+# Answers, with the reason for every option. Only the solutions print it; the exercise copies leave it out.
+
+# %% tags=["solution-only"]
 from course_lib import quiz
 
 quiz.answers("01")

@@ -106,19 +106,20 @@ def lora_merge(layer):
 
 checks.check_lora_merge(lora_merge)
 
-# %% [markdown]
+# %% [markdown] tags=["solution-only"]
 # Compare with the course's version, `LoRALinear.merge` (and `delta_weight`, which it uses):
 
-# %%
+# %% tags=["solution-only"]
 from course_lib.source import show_source
 
 _ = show_source(lora.LoRALinear.delta_weight)
 _ = show_source(lora.LoRALinear.merge)
 
-# %% [markdown]
-# ## Quiz answers (the quiz at the end of notebook 02)
+# %% [markdown] tags=["solution-only"]
+# ## Quiz key (the quiz at the end of notebook 02)
+# Answers, with the reason for every option. Only the solutions print it; the exercise copies leave it out.
 
-# %%
+# %% tags=["solution-only"]
 from course_lib import quiz
 
 quiz.answers("02")

@@ -119,10 +119,11 @@ checks.check_predict_qv_count(predict_qv_count)
 print(f"Llama-3.2-1B, q+v, r=8: predicted {predict_qv_count(config, 8):,}, "
       f"lora_param_count {counting.lora_param_count(models.synthetic_model('llama-3.2-1b'), ['q_proj', 'v_proj'], 8):,}")
 
-# %% [markdown]
-# ## Quiz answers (the quiz at the end of notebook 03)
+# %% [markdown] tags=["solution-only"]
+# ## Quiz key (the quiz at the end of notebook 03)
+# Answers, with the reason for every option. Only the solutions print it; the exercise copies leave it out.
 
-# %%
+# %% tags=["solution-only"]
 from course_lib import quiz
 
 quiz.answers("03")

@@ -102,10 +102,11 @@ def bits_per_param(blocksize: int, double_quant: bool) -> float:
 
 checks.check_bits_per_param(bits_per_param)
 
-# %% [markdown]
-# ## Quiz answers (the quiz at the end of notebook 04)
+# %% [markdown] tags=["solution-only"]
+# ## Quiz key (the quiz at the end of notebook 04)
+# Answers, with the reason for every option. Only the solutions print it; the exercise copies leave it out.
 
-# %%
+# %% tags=["solution-only"]
 from course_lib import quiz
 
 quiz.answers("04")

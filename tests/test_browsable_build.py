@@ -40,15 +40,42 @@ def browser():
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_index_links_and_plots(tmp_path, browser):
+def test_front_page_lists_the_lessons_and_every_link_resolves(tmp_path, browser):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import nbtool
+
     subprocess.run([sys.executable, str(ROOT / "tools" / "nbtool.py"), "render", str(tmp_path)], check=True)
+    browser.set_window_size(390, 844)  # a phone
     browser.get((tmp_path / "index.html").as_uri())
     assert "LoRA" in browser.title
-    links = [a.get_attribute("href") for a in browser.find_elements("css selector", "a")]
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth"), \
+        "the front page scrolls sideways on a phone"
+    assert browser.find_elements("css selector", "meta[name=viewport]")
     notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
-    assert [Path(link).stem for link in links] == notebooks
-    assert "Environment" in browser.page_source and "run time" in browser.page_source
-    for link in links:
+    lessons = browser.find_elements("css selector", "li.lesson")
+    assert [li.get_attribute("id") for li in lessons] == [f"lesson-{n[:2]}" for n in notebooks], "lessons out of order"
+    for name, li in zip(notebooks, lessons):
+        nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+        info = nbtool.lesson_info(name, nb)
+        assert li.find_element("css selector", "h2").text == info["title"]
+        assert info["teaches"] and info["teaches"][:40] in li.text, f"{name}: what it teaches is missing"
+        seconds = nb.metadata["course"]["run_seconds"]
+        assert f"Run time: {nbtool._duration(seconds)}" in li.text
+        assert "Prerequisites:" in li.text
+        hrefs = [a.get_attribute("href") for a in li.find_elements("css selector", ".links a")]
+        colab = [h for h in hrefs if h.startswith("https://colab.research.google.com/github/")]
+        # every Colab link names a file of this repository
+        targets = [h.split("/blob/", 1)[1].split("/", 1)[1] for h in colab]
+        assert f"notebooks/{name}.ipynb" in targets and all((ROOT / t).is_file() for t in targets), targets
+        if (ROOT / "solutions" / f"{name}.py").exists():
+            assert f"exercises/{name}.ipynb" in targets, f"{name}: no exercise link"
+        for prerequisite in li.find_elements("css selector", ".meta a"):
+            assert browser.find_elements("id", prerequisite.get_attribute("href").split("#")[1])
+    assert "Environment of this build" in browser.page_source
+    pages = [a.get_attribute("href") for a in browser.find_elements("css selector", ".links a")
+             if a.get_attribute("href").startswith("file://")]
+    assert [Path(link).stem for link in pages] == notebooks
+    for link in pages:
         page = Path(link.removeprefix("file://"))
         assert page.is_file(), f"broken link {link}"
         browser.get(link)

@@ -1,16 +1,96 @@
-"""Every exercise, left undone, must stop at its checker with a friendly ExerciseNotDone (not a raw traceback),
-and every solution must pass its checker. Runs each exercise notebook in a real kernel, errors allowed."""
+"""Exercises: every undone exercise stops at its checker with a friendly ExerciseNotDone; the student copies reveal
+nothing (no solution line, no quiz answer or reason, no outputs); checkers give hints in steps and never the
+solution; every notebook 01-08 has exercises."""
 
+import re
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import nbtool  # noqa: E402
 
 SOLUTIONS = nbtool.sources(nbtool.SOLUTIONS)
+
+
+def _lines(text: str) -> list[str]:
+    # a .py copy comments its markdown out with "# ": compare the text, not the comment marker
+    return [line.strip().removeprefix("# ").strip() for line in text.splitlines() if line.strip()]
+
+
+def secret_lines(solution: Path) -> set[str]:
+    """Lines only a solution holds: those between BEGIN/END SOLUTION markers and those of `solution-only` cells,
+    less any line the shared part of the notebook also has (an ``import torch`` is no secret)."""
+    shared, secret = set(), set()
+    for cell in nbtool.read_source(solution).cells:
+        only, inside = nbtool.SOLUTION_ONLY in cell.metadata.get("tags", []), False
+        for line in _lines(cell.source):
+            if line in (nbtool.BEGIN, nbtool.END):
+                inside = line == nbtool.BEGIN
+                continue
+            (secret if only or inside else shared).add(line)
+    return {line for line in secret - shared if len(line) > 3}
+
+
+def student_copies(solution: Path) -> dict[str, str]:
+    """Every form a student receives: the committed exercises/NN.py and .ipynb, and a fresh generation."""
+    ipynb = nbformat.read(nbtool.EXERCISES / f"{solution.stem}.ipynb", as_version=4)
+    fresh = nbtool.make_exercise(solution)
+    return {f"exercises/{solution.name}": (nbtool.EXERCISES / solution.name).read_text(encoding="utf-8"),
+            f"exercises/{solution.stem}.ipynb": "\n".join(c.source for c in ipynb.cells),
+            "make_exercise()": "\n".join(c.source for c in fresh.cells)}
+
+
+def quiz_secrets() -> list[str]:
+    from course_lib import quiz
+
+    return [reason for qs in quiz.QUIZZES.values() for q in qs for reason in q.reasons]
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=[p.stem for p in SOLUTIONS])
+def test_student_copies_reveal_no_solution_and_no_quiz_answer(solution):
+    secrets, reasons = secret_lines(solution), quiz_secrets()
+    assert secrets, f"{solution.name} has no solution lines: the leak check would check nothing"
+    for where, text in student_copies(solution).items():
+        lines = set(_lines(text))
+        leaked = sorted(secrets & lines)
+        assert not leaked, f"{where} shows solution lines: {leaked[:3]}"
+        assert "quiz.answers" not in text, f"{where} prints the quiz answers"
+        leaked = [r for r in reasons if r in text]
+        assert not leaked, f"{where} holds quiz answer text: {leaked[0][:60]!r}"
+    ipynb = nbformat.read(nbtool.EXERCISES / f"{solution.stem}.ipynb", as_version=4)
+    assert not any(c.get("outputs") for c in ipynb.cells if c.cell_type == "code"), "an exercise copy has outputs"
+    links = re.findall(r"colab\.research\.google\.com/github/\S+?/blob/[^/]+/(\w+)/", ipynb.cells[0].source)
+    assert links == ["exercises"], f"the exercise copy's Colab badge must open the exercise copy, not {links}"
+
+
+def test_the_leak_check_catches_a_leak(tmp_path):
+    solution = SOLUTIONS[1]  # 02: a solution-only cell (the course's merge) and solution blocks
+    secrets = secret_lines(solution)
+    assert "_ = show_source(lora.LoRALinear.merge)" in secrets and "quiz.answers(\"02\")" in secrets
+    assert any("layer.lora_B" in line for line in secrets)
+    leaky = nbtool.read_source(solution)  # the solution itself, handed out as if it were the exercise
+    assert secrets & set(_lines("\n".join(c.source for c in leaky.cells)))
+
+
+def test_every_notebook_has_exercises_and_its_checkers_module():
+    from course_lib import checks
+
+    numbers = sorted(p.stem[:2] for p in nbtool.sources(nbtool.NOTEBOOKS))
+    have = {p.stem[:2] for p in SOLUTIONS}
+    for nb in [n for n in numbers if n <= "08"]:
+        assert nb in have, f"notebook {nb} has no solutions/{nb}_*.py"
+        assert list((ROOT / "course_lib" / "checks").glob(f"nb{nb}_*.py")), f"no checks/nb{nb}_*.py"
+    for solution in SOLUTIONS:
+        source = solution.read_text()
+        called = {name for name in dir(checks) if name.startswith("check_") and f"checks.{name}(" in source}
+        assert called, f"{solution.name} calls no checker"
+        for name in called:  # a checker lives in the module named after the notebook that uses it
+            assert getattr(checks, name).__module__.split(".")[-1].startswith(f"nb{solution.stem[:2]}_"), name
 
 
 @pytest.mark.slow
@@ -22,7 +102,7 @@ def test_undone_exercises_fail_with_a_helpful_message(solution, monkeypatch):
     nb = nbtool.make_exercise(solution)
     NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
                    resources={"metadata": {"path": str(ROOT / "exercises")}}).execute()
-    exercise_cells = nbtool.exercise_cells(nbtool.read_source(solution))
+    exercise_cells = [i for i, c in enumerate(nb.cells) if nbtool.PLACEHOLDER in c.source]
     assert exercise_cells
     for i in exercise_cells:
         errors = [o for o in nb.cells[i].outputs if o.output_type == "error"]
@@ -31,23 +111,94 @@ def test_undone_exercises_fail_with_a_helpful_message(solution, monkeypatch):
         assert "is not written yet" in errors[0].evalue and "NotImplementedError" in errors[0].evalue
 
 
-def test_checkers_reject_wrong_answers_with_a_hint():
-    import torch
+# ------------------------------------------------------------------------------------------- stepped hints
+@pytest.fixture(autouse=True)
+def _fresh_hints():
+    from course_lib.checks import core
 
+    core.reset_hints()
+    yield
+    core.reset_hints()
+
+
+def _failures(check, wrong, times: int = 4) -> list[str]:
     from course_lib import checks
 
-    with pytest.raises(checks.ExerciseIncorrect, match="Hint:"):
-        checks.check_storage_count(lambda m, n, r: (m * n, r * m * n))
-    with pytest.raises(checks.ExerciseIncorrect, match="values differ"):
-        checks.check_rank_k_approx(lambda W, k: torch.zeros_like(W))
-    with pytest.raises(checks.ExerciseNotDone, match="not written yet"):
-        checks.check_storage_count(lambda m, n, r: (_ for _ in ()).throw(NotImplementedError()))
+    messages = []
+    for _ in range(times):
+        with pytest.raises(checks.ExerciseIncorrect) as info:
+            check(wrong)
+        messages.append(str(info.value))
+    return messages
+
+
+def test_hints_come_in_steps_first_failure_a_nudge_with_the_numbers_seen():
+    from course_lib import checks
+
+    first, second, third, fourth = _failures(checks.check_storage_count, lambda m, n, r: (m * n, r * m * n))
+    assert "storage_count(4096, 4096, 8) returned (16,777,216, 134,217,728)" in first  # the numbers it saw
+    assert "Hint 1 of 2" in first and "checks.hint('check_storage_count')" in first
+    assert "Hint 2 of 2" in second and second.split("Hint")[1] != first.split("Hint")[1]
+    assert "last hint" in second and "solutions/" in second and third == second == fourth
+
+
+def test_hint_asks_for_more_and_a_pass_starts_over(capsys):
+    from course_lib import checks
+
+    assert "has not failed yet" in checks.hint("check_break_even_rank")
+    first = _failures(checks.check_break_even_rank, lambda m, n: 1, times=1)[0]
+    assert "Hint 1 of 2" in first and "break_even_rank(576, 576) returned 1" in first
+    assert "Hint 2 of 2" in checks.hint(checks.check_break_even_rank)
+    assert "Hint 2 of 2" in checks.hint("check_break_even_rank")  # the last step stays the last
+    import math
+
+    checks.check_break_even_rank(lambda m, n: math.ceil(m * n / (m + n)))
+    assert "Hint 1 of 2" in _failures(checks.check_break_even_rank, lambda m, n: 1, times=1)[0]
+    with pytest.raises(TypeError, match="at least one hint"):
+        checks.fail("no hint given")
+
+
+# cheap wrong answers that reach each checker's main failure; their hints, all steps, must not hold the solution
+WRONG = {
+    "check_rank_k_approx": lambda W, k: torch.zeros_like(W),
+    "check_storage_count": lambda m, n, r: (m * n, r * m * n),
+    "check_break_even_rank": lambda m, n: m,
+    "check_lora_forward": lambda layer, x: layer.base_layer(x) + layer.lora_B(layer.lora_A(x)),
+    "check_lora_merge": lambda layer: setattr(layer, "merged", True),
+    "check_gpt2_counts": lambda r: 12 * r * 1536,
+    "check_predict_qv_count": lambda config, r: config.num_hidden_layers * r * 4 * config.hidden_size,
+    "check_nearest_nf4": lambda x: 0,
+    "check_quantize_block": lambda block: (torch.zeros(64, dtype=torch.long), float(block.abs().max())),
+    "check_bits_per_param": lambda bs, dq: 4.0,
+    "check_lora_memory": lambda params, adapters: 2 * params,
+    "check_logits_bytes": lambda batch, seq, vocab: 4 * batch * seq * vocab,
+    "check_collate": lambda features, pad: {k: torch.zeros(2, 4, dtype=torch.long)
+                                            for k in ("input_ids", "attention_mask", "labels")},
+    "check_after_load_memory": lambda config, targets: 1e9,
+    "check_batch_seq": lambda config, gpu_bytes: (1, 256),
+    "check_fsdp_shard": lambda parts, n: {k: v / n for k, v in parts.items()},
+    "check_fewest_gpus": lambda config, gpu_bytes, seq_len: 8,
+}
+
+
+def test_no_hint_step_gives_the_solution_away():
+    from course_lib import checks
+
+    secrets = set().union(*(secret_lines(s) for s in SOLUTIONS))
+    code = {line for line in secrets if len(line) > 20 and not line.startswith("#")}
+    for name, wrong in WRONG.items():
+        messages = _failures(getattr(checks, name), wrong)
+        assert "Hint 1 of" in messages[0], name
+        steps = {m.split("\n", 1)[1] for m in messages}
+        assert len(steps) >= 2, f"{name} has a single hint: a second failure must give more"
+        leaked = [line for line in code for m in messages if line in m]
+        assert not leaked, f"{name}'s hints give the solution away: {leaked[0]!r}"
 
 
 def test_recipe_checker_enforces_its_parameter_budget_before_training():
     from course_lib import checks
 
-    with pytest.raises(checks.ExerciseIncorrect, match="over the budget of 1,000,000"):
-        checks.check_recipe(lambda: {"r": 8, "alpha": 16, "targets": "all-linear", "lr": 1e-2})
+    with pytest.raises(checks.ExerciseIncorrect, match="over the budget of 50,000"):
+        checks.check_recipe(lambda: {"r": 8, "alpha": 16, "targets": ["q_proj", "v_proj"], "lr": 1e-2})
     with pytest.raises(checks.ExerciseIncorrect, match="return a dict"):
         checks.check_recipe(lambda: (8, 16))

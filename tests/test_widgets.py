@@ -65,24 +65,10 @@ def test_quiz_grading_and_static_text(capsys):
             assert quiz.grade(notebook, i, q.answer)[0] is True
             wrong = (q.answer + 1) % len(q.options)
             ok, message = quiz.grade(notebook, i, wrong)
-            assert ok is False and "try again" in message
+            assert ok is False and "Try again" in message
         assert quiz.grade(notebook, 0, None) == (False, "pick one of the options first")
     quiz.show("03")
     out = capsys.readouterr().out
     assert "Q1." in out and "(b) 65,536" in out and "quiz.answers('03')" in out
     with pytest.raises(KeyError, match="quizzes exist for"):
         quiz.show("99")
-
-
-def _answer(notebook: str, question: int) -> str:
-    q = quiz.QUIZZES[notebook][question]
-    return q.options[q.answer]
-
-
-def test_quiz_numbers_are_the_course_numbers():
-    # the quiz states counts as its right answers; they must be the ones course_lib computes
-    assert _answer("03", 0) == f"{counting.layer_lora_params(4096, 4096, 8):,}"
-    llama_1b = models.synthetic_model("llama-3.2-1b")
-    assert _answer("03", 1) == f"{counting.lora_param_count(llama_1b, ['q_proj', 'v_proj'], 8):,}"
-    assert _answer("04", 1) == f"{nf4.bits_per_param(64, double_quant=True):.3f}"
-    assert _answer("02", 2) == f"{lora.LoRALinear(torch.nn.Linear(4, 4), r=8, alpha=16).scaling:g}"

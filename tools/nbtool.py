@@ -11,7 +11,8 @@
 
 Exercise markers: in a solution, code between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` (inside a function
 body) is replaced in the exercise copy by ``raise NotImplementedError``; the cell must then call a
-``checks.check_*`` function, which turns the placeholder into a friendly message.
+``checks.check_*`` function, which turns the placeholder into a friendly message. Cells tagged ``solution-only``
+(the quiz answers, the course's own version of a function the student writes) are left out of the exercise copy.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ NOTEBOOKS, SOLUTIONS, EXERCISES, BUILD = (ROOT / d for d in ("notebooks", "solut
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 PLACEHOLDER = 'raise NotImplementedError("Exercise: write your code here, then run the check below.")'
+SOLUTION_ONLY = "solution-only"  # cell tag: kept in solutions/, dropped from exercises/
 
 
 class PipelineError(RuntimeError):
@@ -94,14 +96,14 @@ def _device_name() -> str:
 
 def render(notebooks: dict[str, nbformat.NotebookNode], times: dict[str, float], out: Path,
            devices: dict[str, str] | None = None) -> None:
-    """HTML of each executed notebook under out/html/ and out/index.html linking them."""
+    """HTML of each executed notebook under out/html/ and out/index.html, the course's front page, linking them."""
     from nbconvert import HTMLExporter
 
     (out / "html").mkdir(parents=True, exist_ok=True)
     for name, nb in notebooks.items():
         html, _ = HTMLExporter().from_notebook_node(nb)
         (out / "html" / f"{name}.html").write_text(html, encoding="utf-8")
-    write_index(times, out, devices)
+    write_index(times, out, devices, notebooks)
 
 
 def cmd_prose(names: list[str]) -> None:
@@ -165,23 +167,92 @@ def cmd_render(out: Path) -> None:
     print(f"rendered {len(notebooks)} notebooks into {_rel(out)}/")
 
 
-def write_index(times: dict[str, float], out: Path = BUILD, devices: dict[str, str] | None = None) -> None:
-    """index.html: a link per executed notebook, its run time and device, and the environment of this build."""
+# What each lesson needs first (by number). What each teaches is read from the notebook's own title cell (its
+# "**You will:**" paragraph), so a lesson's description lives in one place: the notebook.
+PREREQUISITES = {"01": (), "02": ("01",), "03": ("02",), "04": (), "05": ("03", "04"), "06": ("02", "03"),
+                 "07": ("04", "05", "06"), "08": ("06", "07")}
+
+
+def lesson_info(name: str, nb: nbformat.NotebookNode) -> dict:
+    """Title and "You will" paragraph of a notebook's first markdown cell (Colab badge and markup dropped)."""
+    cell = next((c for c in nb.cells if c.cell_type == "markdown"), None)
+    lines = cell.source.splitlines() if cell else []
+    title = next((ln.lstrip("# ").strip() for ln in lines if ln.startswith("# ")), name)
+    text = " ".join(ln.strip() for ln in lines)
+    match = re.search(r"\*\*You will:\*\*(.*?)(?=\*\*[A-Z][^*]*:\*\*|$)", text)
+    teaches = re.sub(r"[`*]", "", match.group(1)).strip() if match else ""
+    number = name[:2]
+    previous = sorted(n for n in PREREQUISITES if n < number)[-1:] if number not in PREREQUISITES else ()
+    return {"title": title, "teaches": teaches, "prerequisites": PREREQUISITES.get(number, tuple(previous))}
+
+
+def colab_url(path: Path) -> str:
+    s = course_settings()
+    return f"https://colab.research.google.com/github/{s['repository']}/blob/{s['branch']}/{_rel(path.with_suffix('.ipynb'))}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds:  # not recorded (NaN)
+        return "not recorded"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+INDEX_CSS = """
+body{font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:46rem;padding:1rem;
+color:#1d1d1f;background:#fff}
+h1{font-size:1.6rem;margin:.5rem 0}h2{font-size:1.15rem;margin:0 0 .25rem}
+ol.lessons{list-style:none;padding:0;margin:0}
+.lesson{border:1px solid #d0d7de;border-radius:.5rem;padding:.75rem 1rem;margin:.75rem 0}
+.meta{color:#57606a;font-size:.9rem;margin:.25rem 0}
+.links a{display:inline-block;margin:.25rem .75rem .25rem 0;padding:.3rem .6rem;border-radius:.3rem;
+background:#f3f4f6;color:#0550ae;text-decoration:none}
+details{margin-top:1.5rem;font-size:.9rem}table{border-collapse:collapse;width:100%;table-layout:fixed}
+td{border-top:1px solid #eee;padding:.2rem .4rem;overflow-wrap:anywhere;vertical-align:top}
+"""
+
+
+def write_index(times: dict[str, float], out: Path = BUILD, devices: dict[str, str] | None = None,
+                notebooks: dict[str, nbformat.NotebookNode] | None = None) -> None:
+    """index.html, the front page: the lessons in order, each with what it teaches, its measured run time,
+    its prerequisites, and links to read it here, open it in Colab, and open its exercises in Colab; then the
+    environment of this build. Plain HTML with a viewport and a little CSS, so it reads on a phone."""
     import html
     import subprocess
 
     env = subprocess.run([sys.executable, "-c", "from course_lib import hardware; import json; "
                           "print(json.dumps(hardware.environment()))"], capture_output=True, text=True, check=True)
     devices = devices or {}
-    rows = "".join(f'<tr><td><a href="html/{name}.html">{html.escape(name)}</a></td><td>{sec:.1f} s</td>'
-                   f"<td>{html.escape(devices.get(name, 'this machine'))}</td></tr>" for name, sec in times.items())
+    if notebooks is None:
+        notebooks = {py.stem: read_source(py) for py in sources(NOTEBOOKS) if py.stem in times}
+    info = {name: lesson_info(name, nb) for name, nb in notebooks.items()}
+    names = {name[:2]: name for name in info}
+    items = []
+    for name in sorted(times):
+        lesson = info.get(name) or {"title": name, "teaches": "", "prerequisites": ()}
+        needs = ", ".join(f'<a href="#lesson-{n}">{html.escape(info[names[n]]["title"] if n in names else n)}</a>'
+                          for n in lesson["prerequisites"]) or "none: start here"
+        links = [f'<a href="html/{name}.html">Read it here</a>',
+                 f'<a href="{colab_url(NOTEBOOKS / name)}">Open in Colab</a>']
+        if (EXERCISES / f"{name}.py").exists():
+            links.append(f'<a href="{colab_url(EXERCISES / name)}">Exercises (Colab)</a>')
+        items.append(
+            f'<li class="lesson" id="lesson-{name[:2]}"><h2>{html.escape(lesson["title"])}</h2>'
+            f'<p>{html.escape(lesson["teaches"])}</p>'
+            f'<p class="meta">Run time: {_duration(times.get(name))} on {html.escape(devices.get(name, "this machine"))}'
+            f" · Prerequisites: {needs}</p><p class=\"links\">{''.join(links)}</p></li>")
     env_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
                        for k, v in json.loads(env.stdout).items())
     (out / "index.html").write_text(
-        "<!doctype html><meta charset='utf-8'><title>LoRA & QLoRA course: executed notebooks</title>"
-        "<h1>LoRA &amp; QLoRA, from the matrix up</h1><h2>Notebooks</h2>"
-        f"<table><tr><th>notebook</th><th>run time</th><th>executed on</th></tr>{rows}</table>"
-        f"<h2>Environment of this build</h2><table>{env_rows}</table>", encoding="utf-8")
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>LoRA & QLoRA, from the matrix up: the course</title><style>{INDEX_CSS}</style></head><body>"
+        "<h1>LoRA &amp; QLoRA, from the matrix up</h1>"
+        "<p>Start with lesson 01 and go in order; each lesson says what it needs first. Every lesson runs on a CPU "
+        "(lesson 07's GPU part falls back to a small model); the run time is what the last execution measured. "
+        "Each has exercises with automatic checks: the solutions are in the repository's <code>solutions/</code>.</p>"
+        f"<ol class='lessons'>{''.join(items)}</ol>"
+        f"<details><summary>Environment of this build</summary><table>{env_rows}</table></details>"
+        "</body></html>", encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------------------------------- colab
@@ -217,9 +288,7 @@ def course_settings() -> dict:
 
 
 def colab_badge(path: Path) -> str:
-    s = course_settings()
-    url = f"https://colab.research.google.com/github/{s['repository']}/blob/{s['branch']}/{_rel(path.with_suffix('.ipynb'))}"
-    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(path)})"
 
 
 def colab_setup_source() -> str:
@@ -294,6 +363,9 @@ def validate_exercise_cell(source: str, where: str) -> None:
 
 def make_exercise(py: Path) -> nbformat.NotebookNode:
     nb = read_source(py)
+    nb.cells = [c for c in nb.cells if SOLUTION_ONLY not in c.metadata.get("tags", [])]
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i:03d}"
     cells = exercise_cells(nb)
     if not cells:
         raise PipelineError(f"{py.name} has no {BEGIN} block: a solution file must hold at least one exercise")
@@ -301,6 +373,8 @@ def make_exercise(py: Path) -> nbformat.NotebookNode:
         where = f"{py.name}, cell {i}"
         validate_exercise_cell(nb.cells[i].source, where)
         nb.cells[i].source = to_exercise(nb.cells[i].source, where)
+    if any(COLAB_TAG in c.metadata.get("tags", []) for c in nb.cells):
+        nb = with_colab(nb, EXERCISES / py.name)  # the student copy's badge opens the student copy, not the solution
     return nb
 
 

@@ -1,8 +1,13 @@
 """Exercise checkers: ``checks.check_*(student_function)`` prints a ✓ line, or raises ``ExerciseNotDone`` (the
-placeholder is still there) or ``ExerciseIncorrect`` (a wrong answer) with a hint. One submodule per notebook."""
+placeholder is still there) or ``ExerciseIncorrect`` (a wrong answer) with a hint. Hints come in steps: each
+further failing run, or ``checks.hint("check_x")``, shows the next one. One module per notebook, named after it."""
 
-from .core import ExerciseIncorrect, ExerciseNotDone, check_close, fail, passed  # noqa: F401
-from .finetune import check_collate, check_recipe, check_save_reload_merge  # noqa: F401
-from .lora import check_gpt2_counts, check_lora_forward, check_lora_merge, check_predict_qv_count  # noqa: F401
-from .lowrank import check_rank_k_approx, check_storage_count  # noqa: F401
-from .nf4 import check_bits_per_param, check_lora_memory, check_nearest_nf4, check_quantize_block  # noqa: F401
+from .core import ExerciseIncorrect, ExerciseNotDone, check_close, checker, fail, hint, passed  # noqa: F401
+from .nb01_low_rank import check_break_even_rank, check_rank_k_approx, check_storage_count  # noqa: F401
+from .nb02_lora import check_lora_forward, check_lora_merge  # noqa: F401
+from .nb03_counting import check_gpt2_counts, check_predict_qv_count  # noqa: F401
+from .nb04_nf4 import check_bits_per_param, check_nearest_nf4, check_quantize_block  # noqa: F401
+from .nb05_memory import check_logits_bytes, check_lora_memory  # noqa: F401
+from .nb06_finetuning import check_collate, check_recipe, check_save_reload_merge  # noqa: F401
+from .nb07_qlora import check_after_load_memory, check_batch_seq  # noqa: F401
+from .nb08_scaling import check_fewest_gpus, check_fsdp_shard  # noqa: F401

@@ -1,0 +1,191 @@
+"""The quizzes: enough questions, applied ones among them, a reason for every option, feedback that explains a
+wrong pick without giving the answer away, and every number in their text recomputed here from course_lib."""
+
+import math
+import re
+import warnings
+
+import pytest
+import torch
+from transformers import GPT2Config
+
+from course_lib import counting, data, lora, lowrank, memory, models, nf4, quiz
+
+NOTEBOOKS = [f"{i:02d}" for i in range(1, 9)]
+
+
+def test_every_notebook_has_five_questions_two_of_them_applied_with_a_reason_per_option():
+    for nb in NOTEBOOKS:
+        qs = quiz.questions(nb)
+        assert len(qs) >= 5, f"quiz {nb} has {len(qs)} questions"
+        assert sum(q.applied for q in qs) >= 2, f"quiz {nb} has fewer than two applied questions"
+        for q in qs:
+            assert len(q.reasons) == len(q.options) >= 3 and all(len(r) > 10 for r in q.reasons), q.prompt
+
+
+def test_grading_explains_each_wrong_choice_without_the_answer(capsys):
+    for nb, qs in quiz.QUIZZES.items():
+        for i, q in enumerate(qs):
+            ok, message = quiz.grade(nb, i, q.answer)
+            assert ok is True and q.why in message
+            for wrong in set(range(len(q.options))) - {q.answer}:
+                ok, message = quiz.grade(nb, i, wrong)
+                assert ok is False and q.reasons[wrong] in message and "Try again" in message
+                assert q.why not in message
+        assert quiz.grade(nb, 0, None) == (False, "pick one of the options first")
+    with pytest.raises(KeyError, match="quizzes exist for"):
+        quiz.questions("99")
+    with pytest.raises(ValueError, match="one reason per option"):
+        quiz.Question("p", ("a", "b"), 0, ("only one reason",))
+
+
+def test_answer_key_prints_every_reason(capsys):
+    quiz.answers("04")
+    out = capsys.readouterr().out
+    for q in quiz.questions("04"):
+        assert all(reason in out for reason in q.reasons)
+
+
+def test_nf4_optimality_is_qualified():
+    text = quiz.questions("04")[0].why
+    assert "information-theoretically optimal for normally distributed weights" in text
+    assert "absmax" in text and "equal-probability" in text and "approximately" in text
+
+
+# --------------------------------------------------------------------------------- every number, recomputed
+def _gb(nbytes, digits=2):
+    return f"{nbytes / 1e9:.{digits}f}"
+
+
+def _facts():
+    """(notebook, question index) -> {number as written in the quiz: the same number computed by course_lib}."""
+    warnings.simplefilter("ignore")
+    W = torch.diag(torch.tensor([4.0, 3.0, 2.0, 1.0]))
+    S = lowrank.singular_values(W)
+    full, lora8 = lowrank.storage_count(4096, 4096, 8)
+    gpt2 = counting.meta_model(GPT2Config())
+    c_attn = dict(gpt2.named_modules())["transformer.h.0.attn.c_attn"].weight.shape
+    llama1b, llama7b = models.synthetic_model("llama-3.2-1b"), models.synthetic_model("llama-2-7b")
+    smol = models.synthetic_model("smollm2-135m")
+    c1, c7, c70 = (models.synthetic_config(s) for s in ("llama-3.2-1b", "llama-2-7b", "llama-2-70b"))
+    qv = ["q_proj", "v_proj"]
+    n = 4096 * 4096
+    lora7, qlora7 = memory.estimate_training_memory(c7, "lora"), memory.estimate_training_memory(c7, "qlora")
+    lora1, qlora1 = memory.estimate_training_memory(c1, "lora"), memory.estimate_training_memory(c1, "qlora")
+    rows = memory.gpu_measurements()
+    measured = {(r["shape"], r["method"], r["targets"], r["seq_len"]): r for r in rows}
+    params7 = memory.parameter_count(c7)
+    adapters7 = counting.lora_param_count(llama7b, qv, 8)
+    per_gpu70 = {k: memory.estimate_per_gpu_memory(c70, "qlora", k, "fsdp").total_bytes for k in (1, 2, 4)}
+    dq_saving = nf4.bits_per_param(64, False) - nf4.bits_per_param(64, True)
+    features = [{"input_ids": [1] * 5, "labels": [-100] * 3 + [7, 8]}, {"input_ids": [1] * 7, "labels": [1] * 7}]
+    row_labels = data.collate(features, 0)["labels"][0]
+    pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
+    return {
+        ("01", 2): {"2": f"{torch.linalg.matrix_norm(W - lowrank.rank_k_approx(W, 2), ord=2).item():.0f}",
+                    "√5 ≈ 2.236": f"√5 ≈ {lowrank.approx_error(W, 2):.3f}",
+                    "3": f"{(S[2] + S[3]).item():.0f}", "5": f"{lowrank.tail_norm(S, 2) ** 2:.0f}"},
+        ("01", 3): {"70%": f"{(S[:2].sum() / S.sum()).item():.0%}", "50%": f"{2 / 4:.0%}",
+                    "83.3%": pct(lowrank.energy_captured(S, 2)), "96.7%": pct(1 - S[3].item() ** 2 / (S ** 2).sum().item())},
+        ("01", 4): {"65,536": f"{lora8:,}", "32,768": f"{lora8 // 2:,}", "16,777,216": f"{full:,}",
+                    "131,072": f"{2 * lora8:,}", "0.39%": f"{lora8 / full:.2%}"},
+        ("02", 2): {"0.5": f"{1 / lora.LoRALinear(torch.nn.Linear(4, 4), r=8, alpha=16).scaling}",
+                    "2": f"{lora.LoRALinear(torch.nn.Linear(4, 4), r=8, alpha=16).scaling:.0f}",
+                    "5.66": f"{lora.LoRALinear(torch.nn.Linear(4, 4), r=8, alpha=16, use_rslora=True).scaling:.2f}",
+                    "128": f"{16 * 8}"},
+        ("02", 3): {"32,768": f"{counting.layer_lora_params(2048, 2048, 8):,}",
+                    "65,536": f"{counting.layer_lora_params(2048, 2048, 16):,}",
+                    "131,072": f"{2 * counting.layer_lora_params(2048, 2048, 16):,}",
+                    "from 2 to 1": f"from {lora.LoRALinear(torch.nn.Linear(4, 4), r=8, alpha=16).scaling:.0f} to "
+                                   f"{lora.LoRALinear(torch.nn.Linear(4, 4), r=16, alpha=16).scaling:.0f}"},
+        ("02", 4): {"2304 × 768": f"{c_attn[1]} × {c_attn[0]}", "768 × 2304": f"{c_attn[0]} × {c_attn[1]}"},
+        ("03", 0): {"65,536": f"{counting.layer_lora_params(4096, 4096, 8):,}", "32,768": f"{8 * 4096:,}",
+                    "16,777,216": f"{n:,}", "4,194,304": f"{adapters7:,}", "0.39%": f"{lora8 / full:.2%}"},
+        ("03", 1): {"4,194,304": f"{adapters7:,}", "851,968": f"{counting.lora_param_count(llama1b, qv, 8):,}",
+                    "1,048,576": f"{16 * 2 * counting.layer_lora_params(2048, 2048, 8):,}",
+                    "65,536": f"{counting.layer_lora_params(4096, 4096, 8):,}",
+                    "2048 → 512": f"{c1.hidden_size} → {memory.linear_shapes(c1)['v_proj'][1]}"},
+        ("03", 4): {"294,912": f"{counting.lora_param_count(gpt2, ['c_attn'], 8):,}",
+                    "24,576": f"{counting.layer_lora_params(c_attn[0], c_attn[1], 8):,}",
+                    "147,456": f"{gpt2.config.n_layer * counting.layer_lora_params(768, 768, 8):,}",
+                    "1,179,648": f"{counting.lora_param_count(gpt2, 'all-linear', 8):,}",
+                    "768 → 2304": f"{c_attn[0]} → {c_attn[1]}", "12 blocks": f"{gpt2.config.n_layer} blocks"},
+        ("04", 1): {"4.127": f"{nf4.bits_per_param(64, True):.3f}", "4.5": f"{nf4.bits_per_param(64, False)}",
+                    "4.0": f"{math.log2(nf4.NF4_CODE.numel()):.1f}"},
+        ("04", 2): {"4.25": f"{nf4.bits_per_param(128, False)}", "4.063": f"{nf4.bits_per_param(128, True):.3f}",
+                    "4.0": f"{math.log2(nf4.NF4_CODE.numel()):.1f}",
+                    "4.5": f"{nf4.bits_per_param(64, False)}"},
+        ("04", 3): {"33.55 MB": f"{2 * n / 1e6:.2f} MB", "8.39 MB": f"{n / 2 / 1e6:.2f} MB",
+                    "8.65 MB": f"{nf4.stored_bytes(n, 64, True) / 1e6:.2f} MB",
+                    "9.44 MB": f"{nf4.stored_bytes(n, 64, False) / 1e6:.2f} MB",
+                    "16,777,216": f"{n:,}", "4.127": f"{nf4.bits_per_param(64, True):.3f}",
+                    "4.5": f"{nf4.bits_per_param(64, False)}"},
+        ("04", 4): {"0.37 bits": f"{dq_saving:.2f} bits"},
+        ("05", 1): {"13.48 GB": f"{_gb(lora7.weights)} GB", "13.88 GB": f"{lora7.total_gb:.2f} GB"},
+        ("05", 2): {"2": f"{memory.bytes_per_param('full')['weights']}",
+                    "8": f"{sum(memory.bytes_per_param('full').values())}",
+                    "4": f"{sum(memory.bytes_per_param('full').values()) - memory.bytes_per_param('full')['optimizer']}",
+                    "16": f"{2 * sum(memory.bytes_per_param('full').values())}"},
+        ("05", 3): {"6,738,415,616": f"{params7:,}", "4,194,304": f"{adapters7:,}",
+                    "13.54 GB": f"{_gb(2 * params7 + 16 * adapters7)} GB", "13.48 GB": f"{_gb(2 * params7)} GB",
+                    "27.02 GB": f"{_gb(4 * params7 + 16 * adapters7)} GB", "107.81 GB": f"{_gb(16 * params7)} GB"},
+        ("05", 4): {"3.31 GB": f"{lora1.total_gb:.2f} GB", "2.43 GB": f"{qlora1.total_gb:.2f} GB",
+                    "851,968": f"{lora1.trainable_params:,}", "128,256": f"{c1.vocab_size:,}",
+                    "0.79 GB": f"{_gb(qlora1.logits)} GB",
+                    "within 3%": "within 3%" if max(abs(float(measured[("llama-3.2-1b", m, "q,v", "512")]["error_pct"]))
+                                                     for m in ("lora", "qlora")) < 3 else "measurements disagree"},
+        ("06", 2): {"2": f"{int((row_labels != -100).sum())}", "5": f"{len(features[0]['input_ids'])}",
+                    "7": f"{row_labels.numel()}", "4": f"{int((row_labels != -100).sum()) + 2}"},
+        ("06", 4): {"921,600": f"{counting.lora_param_count(smol, qv, 16):,}",
+                    "460,800": f"{counting.lora_param_count(smol, qv, 8):,}",
+                    "2,442,240": f"{counting.lora_param_count(smol, 'all-linear', 8):,}",
+                    "15,360": f"{counting.lora_param_count(smol, qv, 8) // smol.config.num_hidden_layers:,}"},
+        ("07", 3): {"5.02 GB": f"{qlora7.total_gb:.2f} GB", "4.29 GB": f"{_gb(qlora7.weights)} GB",
+                    "0.56 GB": f"{_gb(qlora7.activations)} GB", "0.03 GB": f"{_gb(qlora7.optimizer_state)} GB",
+                    "0.10 GB": f"{_gb(qlora7.quant_state)} GB",
+                    "5.29 GB": f"{float(measured[('llama-2-7b', 'qlora', 'q,v', '512')]['measured_peak_gb']):.2f} GB"},
+        ("07", 4): {"0.37 bits": f"{dq_saving:.2f} bits"},
+        ("08", 3): {"38.05 GB": f"{_gb(per_gpu70[1])} GB", "9.51 GB": f"{_gb(per_gpu70[1] / 4)} GB",
+                    "13.30 GB": f"{_gb(per_gpu70[4])} GB", "22.18 GB": f"{_gb(per_gpu70[2])} GB"},
+        ("08", 4): {"13.88 GB": f"{lora7.total_gb:.2f} GB", "3.47 GB": f"{lora7.total_gb / 4:.2f} GB",
+                    "6.94 GB": f"{lora7.total_gb / 2:.2f} GB",
+                    "13.90 GB": f"{memory.estimate_per_gpu_memory(c7, 'lora', 4, 'ddp').total_gb:.2f} GB"},
+    }
+
+
+def _text(q) -> str:
+    return " ".join((q.prompt, *q.options, *q.reasons))
+
+
+# Hardware facts the quizzes quote as inputs (NVIDIA's compute capabilities: a T4 is 7.5, native bf16 needs 8.0):
+# not results the course computes. The last test checks that course_lib states the same threshold.
+GIVENS = {"7.5", "8.0"}
+RESULT_LIKE = re.compile(r"(?<![\w.-])(?:\d{1,3}(?:,\d{3})+|\d+\.\d+|\d+(?:\.\d+)?%)(?![\w])")
+
+
+def test_every_number_in_a_quiz_is_computed_by_course_lib():
+    facts = _facts()
+    for (nb, i), numbers in facts.items():
+        text = _text(quiz.questions(nb)[i])
+        for written, computed in numbers.items():
+            assert written in text, f"quiz {nb} Q{i + 1}: {written!r} is not in the question"
+            assert written == computed, f"quiz {nb} Q{i + 1} says {written!r}; course_lib computes {computed!r}"
+    # ...and no number escapes the check: every option that is a number, and every comma-grouped, decimal or
+    # percentage figure anywhere in a question, is one of the facts above.
+    for nb in NOTEBOOKS:
+        for i, q in enumerate(quiz.questions(nb)):
+            known = " ".join(facts.get((nb, i), {})) + " " + " ".join(GIVENS)
+            for option in q.options:
+                lead = re.match(r"[\d.,]+", option)
+                assert not lead or lead.group() in known or lead.group() in q.prompt, f"quiz {nb} Q{i + 1}: option {option!r} is not checked"
+            for number in RESULT_LIKE.findall(_text(q)):
+                assert number in known, f"quiz {nb} Q{i + 1}: {number} is not recomputed by this test"
+
+
+def test_the_bf16_threshold_the_quiz_states_is_the_one_course_lib_enforces():
+    import inspect
+
+    from course_lib import hardware
+
+    assert "capability >= 8.0" in quiz.questions("07")[1].reasons[0]
+    assert "needs >= 8.0" in inspect.getsource(hardware.compute_dtype)
