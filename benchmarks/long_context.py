@@ -42,9 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from course_lib import longctx, qlora  # noqa: E402
 
 GiB = 2**30
-# (step name, preparation, techniques): each step adds one technique to the one before
-STEPS = [("peft-default", "default", ()), ("lean", "lean", ())] + [
-    ("+ " + t.replace("_", " "), "lean", longctx.TECHNIQUES[:i + 1]) for i, t in enumerate(longctx.TECHNIQUES)]
+STEPS = longctx.STEPS  # (step name, preparation, techniques): each step adds one technique to the one before
 FIELDS = ["shape", "step", "prep", "techniques", "kind", "seq_len", "fits", "measured_peak_gib", "reserved_peak_gib",
           "predicted_peak_gib", "error_pct", "predicted_phase", "seconds", "tokens_per_s", "note", "device", "cap_gib",
           "date"]

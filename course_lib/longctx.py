@@ -517,3 +517,71 @@ def longest_fitting(fits, guess: int, *, step: int = 256, low: int = 0, high: in
             n = snap((low + high) / 2)
             n = min(max(n, low + step), high - step)
     return low, high, probes
+
+
+# ------------------------------------------------------------------------------------- for notebook 10
+# (name, preparation, techniques): PEFT's default, the course's lean preparation, then one technique more a step
+STEPS = (("peft-default", "default", ()), ("lean", "lean", ())) + tuple(
+    ("+ " + t.replace("_", " "), "lean", TECHNIQUES[:i + 1]) for i, t in enumerate(TECHNIQUES))
+
+
+def waterfall(config, seq_len: int, **kwargs) -> list[dict]:
+    """The predicted peak of each step of ``STEPS`` at ``seq_len``, split into ``MemoryEstimate.PARTS``."""
+    rows = []
+    for name, prep, techniques in STEPS:
+        est = predict_peak(config, techniques, seq_len, prep=prep, **kwargs)
+        rows.append(dict(step=name, total=est.total_bytes, phase=est.peak_phase, **est.breakdown()))
+    return rows
+
+
+def equivalence_table(arch: str = "llama", seq_len: int = 48, seed: int = 0) -> list[dict]:
+    """Each technique (and all of them) against the plain path on a tiny model with LoRA on every linear layer,
+    in fp32: the loss difference and the largest relative difference of any adapter gradient."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    from course_lib import models
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")  # *_checkpointing renames
+    model = models.tiny_model(arch, seed=seed)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0,
+                                             init_lora_weights=False))
+    model.train()
+    ids = torch.randint(0, model.config.vocab_size, (1, seq_len), generator=torch.Generator().manual_seed(seed))
+
+    def step(techniques, **kw):
+        zero_gradients(model)
+        value = forward_backward(model, ids, techniques=techniques, **kw)
+        return value, adapter_gradients(model)
+
+    ref_loss, ref = step(())
+    cases = [(t,) for t in TECHNIQUES] + [TECHNIQUES]
+    rows = []
+    for techniques in cases:
+        loss, grads = step(techniques, loss_chunk=7, mlp_chunk=11)  # chunks that do not divide the sequence
+        rel = max(((grads[k] - ref[k]).norm() / ref[k].norm().clamp_min(1e-30)).item() for k in ref)
+        rows.append({"techniques": " + ".join(techniques), "loss": loss, "plain loss": ref_loss,
+                     "|loss difference|": abs(loss - ref_loss), "max relative gradient difference": rel})
+    zero_gradients(model)
+    return rows
+
+
+MEASUREMENTS = ("long_context.csv", "long_context_unsloth.csv")
+
+
+def measurements(name: str = "long_context.csv") -> list[dict]:
+    """Rows of a committed GPU run of ``benchmarks/long_context.py`` (or ``_unsloth.py``), from
+    ``course_lib/resources/measurements``; FileNotFoundError (saying how to make it) when it is not there."""
+    import csv
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "resources" / "measurements" / name
+    if not path.is_file():
+        script = "long_context_unsloth.py" if "unsloth" in name else "long_context.py"
+        raise FileNotFoundError(f"{path.name} is not measured yet: run python benchmarks/{script} --out "
+                                "course_lib/resources/measurements on a CUDA GPU (about 9 minutes)")
+    with path.open() as f:
+        return list(csv.DictReader(f))
