@@ -65,17 +65,20 @@ class Bench:
         self.cap = int(args.cap_gib * GiB)
         self.gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         self.last_probe = None  # (tokens, seconds): to guess what the next probe costs
+        self.reserve = 0.0  # seconds kept for the steps still to come
 
     # ------------------------------------------------------------------------------------------ bookkeeping
     def left(self) -> float:
         return self.args.budget_s - (time.perf_counter() - self.start)
 
     def affordable(self, n: int) -> bool:
-        """Whether a probe of ``n`` tokens probably ends before the budget does (cost grows ~ n^1.5 here)."""
+        """Whether a probe of ``n`` tokens probably ends before the budget (less the time kept for the steps still
+        to come) does. A step's time grows a little faster than its length (attention): ~ n^1.5 here."""
+        left = self.left() - self.reserve
         if self.last_probe is None:
-            return self.left() > 30
+            return left > 30
         n0, s0 = self.last_probe
-        return self.left() > 1.3 * s0 * (n / n0) ** 1.5 + 5
+        return left > 1.3 * s0 * (n / n0) ** 1.5 + 5
 
     def record(self, **row) -> dict:
         row.update(shape=self.args.shape, device=self.gpu, cap_gib=self.args.cap_gib,
@@ -92,8 +95,7 @@ class Bench:
     def free(self) -> None:
         gc.collect()
         if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-            getattr(torch._C, "_host_emptyCache", lambda: None)()  # pinned CPU buffers of the offload
+            torch.cuda.empty_cache()  # (the pinned CPU buffers of the offload stay cached, as in a training loop)
 
     # ------------------------------------------------------------------------------------------ one step
     def probe(self, model, n: int, techniques, *, loss=None, step="", prep="lean", kind="search", predict=True):
@@ -153,20 +155,21 @@ class Bench:
 
     def search(self, model, step, prep, techniques, guess: int | None = None):
         """The longest length that fits, from ``guess`` (default: the predicted longest); one summary row."""
-        if guess is None:
+        ours = guess is None  # the course's path: predicted, so the search starts from the prediction
+        if ours:
             predicted = longctx.predicted_longest(model.config, techniques, available=self.cap, prep=prep,
                                                   r=self.args.r, targets="all-linear", compute_dtype=self.dtype,
                                                   step=self.args.step, limit=self.args.max_len)
         else:
             predicted = guess
-        guess = min(max(predicted, self.args.step), self.args.max_len)
+        first = min(max(predicted, self.args.step), self.args.max_len)
         stopped = []
 
         def fits(n):
             if not self.affordable(n):
                 stopped.append(n)
                 raise TimeoutError
-            return self.probe(model, n, techniques, step=step, prep=prep, predict=guess is None)["fits"]
+            return self.probe(model, n, techniques, step=step, prep=prep, predict=ours)["fits"]
 
         probes = []
 
@@ -177,7 +180,7 @@ class Bench:
 
         low, high = 0, None
         try:
-            low, high, probes = longctx.longest_fitting(counted, guess, step=self.args.step,
+            low, high, probes = longctx.longest_fitting(counted, first, step=self.args.step,
                                                         max_probes=self.args.max_probes, limit=self.args.max_len)
         except TimeoutError:
             for n, ok in probes:
@@ -189,7 +192,7 @@ class Bench:
         else:
             note = (f"search stopped ({'time budget' if stopped else 'probe budget'}): fits at {low:,}"
                     + (f", not at {high:,}" if high else ""))
-        start = "predicted longest" if guess is None else "search started at"
+        start = "predicted longest" if ours else "search started at"
         log(f"{step:>20} longest: {low:,} tokens ({note}); {start} {predicted:,}")
         return self.record(step=step, prep=prep, techniques="+".join(techniques) or "-", kind="longest",
                            seq_len=low, fits=low > 0, note=f"{note}; {start} {predicted:,}")
@@ -277,7 +280,8 @@ def run(args) -> list[dict]:
     model = get_peft_model(qlora.prepare(model, "default"), lora)
     model.train()
     lengths = [2048, 4096] if not args.debug else [64]
-    for step, prep, techniques in STEPS:
+    for i, (step, prep, techniques) in enumerate(STEPS):
+        bench.reserve = args.reserve_s * (len(STEPS) - 1 - i)  # the longest sequences come last: keep them time
         if bench.left() < 20:
             log(f"out of time before step {step!r}")
             break
@@ -295,6 +299,7 @@ def run(args) -> list[dict]:
             longctx.zero_gradients(model)
             bench.free()
 
+    bench.reserve = 0.0
     # the library losses against ours, where they run (Triton kernels: CUDA only)
     long_n = 64 if args.debug else 16384
     for impl in ("cce", "liger"):
@@ -331,7 +336,8 @@ def arguments(doc: str = __doc__) -> argparse.ArgumentParser:
     parser.add_argument("--r", type=int, default=32)
     parser.add_argument("--step", type=int, default=256, help="resolution of the search, tokens")
     parser.add_argument("--max-len", type=int, default=65536, help="longest length tried")
-    parser.add_argument("--max-probes", type=int, default=4, help="forward + backward passes per search at most")
+    parser.add_argument("--max-probes", type=int, default=5, help="forward + backward passes per search at most")
+    parser.add_argument("--reserve-s", type=float, default=40, help="seconds kept for each step still to come")
     parser.add_argument("--debug", action="store_true", help="CPU, a tiny synthetic Llama, no cap: the code path")
     return parser
 

@@ -190,11 +190,12 @@ if measured:
         if name in longest:
             r = longest[name]
             tps = speed.get((name, "4096"), {}).get("tokens_per_s", "-")
-            print(f"{name:<20}{int(r['seq_len']):>20,}{predicted_longest.get(name, 0):>11,}{tps:>16}  {r['note']}")
+            guess = f"{predicted_longest[name]:,}" if name in predicted_longest else "-"
+            print(f"{name:<20}{int(r['seq_len']):>20,}{guess:>11}{tps:>16}  {r['note']}")
     # predicted vs measured peak at the longest length each step ran
     best = {}
     for r in measured:
-        if r["kind"] in ("search", "speed") and r["fits"] == "True" and r["predicted_peak_gib"]:
+        if r["kind"] in ("search", "speed") and r["fits"] == "True" and r["error_pct"]:
             if r["step"] not in best or int(r["seq_len"]) > int(best[r["step"]]["seq_len"]):
                 best[r["step"]] = r
     print(f"\n{'step':<20}{'tokens':>8}{'predicted GiB':>15}{'measured GiB':>14}{'error':>8}")
