@@ -17,8 +17,18 @@ gradients of all techniques against the plain path at 2,048 tokens, and whether 
 alone (what a T4 has; no flash attention there) runs this model.
 
 Writes ``long_context.csv`` under ``--out``, rewritten after every measurement, so a run cut short keeps what it
-measured. The first call on a fresh machine spends about a minute writing the 16 GB checkpoint
+measured. The first call on a fresh machine spends a minute or two writing the 16 GB checkpoint
 ($COURSE_SYNTHETIC_DIR, default /tmp/course_synthetic), reused by later calls while the machine stays up.
+
+On a GPU machine without bitsandbytes (Python 3.12, torch 2.11): fetch the wheels here first,
+``pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_24_x86_64 --platform
+any -d .whl bitsandbytes==0.50.2 liger-kernel==0.8.5 cut-cross-entropy==25.1.1`` (42 MiB), carry ``.whl``, and run
+
+    pip install -q --no-index --no-deps --target /root/site1 .whl/*.whl && export PYTHONPATH=/root/site1:$PWD \
+      COURSE_SYNTHETIC_DIR=/root/course_synthetic && python3 benchmarks/long_context.py --out $OUT --budget-s 480
+
+then copy ``$OUT/long_context.csv`` to ``course_lib/resources/measurements/``. Unsloth: long_context_unsloth.py,
+in a second call right after (same machine: bitsandbytes and the checkpoint are still there).
 """
 
 from __future__ import annotations

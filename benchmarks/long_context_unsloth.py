@@ -12,7 +12,16 @@ batch 1, fp16 autocast, 15 GiB cap, one ``model(input_ids, labels=input_ids).los
 fused loss). A length fits when it ran and the peak reserved memory stayed within the cap. Writes
 ``long_context_unsloth.csv``.
 
-Wheels (Python 3.12, none on the GPU image): see /work/shared/tools/gpu-unsloth.md and the README in benchmarks/.
+Wheels (Python 3.12; none of them on the GPU image; 38 MiB): ``unsloth==2026.10.9 unsloth-zoo==2026.10.9
+trl==1.15.0 datasets==4.3.0 dill==0.4.0 multiprocess==0.70.18 tyro docstring-parser shtab typeguard
+cut-cross-entropy==25.1.1 torchao hf_transfer msgspec`` (``pip download --no-deps --only-binary=:all:
+--python-version 3.12 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform any``), carried
+as ``.whl`` in the call right after long_context.py's, which installed bitsandbytes into /root/site1:
+
+    pip install -q --no-index --no-deps --target /root/site2 .whl/*.whl && export PYTHONPATH=/root/site2:/root/site1:$PWD \
+      COURSE_SYNTHETIC_DIR=/root/course_synthetic && python3 benchmarks/long_context_unsloth.py --out $OUT --budget-s 480
+
+(Unsloth's folder first on PYTHONPATH; see /work/shared/tools/gpu-unsloth.md.)
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """course_lib: the companion library of the LoRA & QLoRA course.
 
 One module per idea (``lowrank``, ``lora``, ``counting``, ``nf4``, ``memory``, ``data``, ``training``, ``qlora``,
-``distributed``) plus shared helpers (``models``, ``hardware``, ``plots``, ``widgets``, ``quiz``, ``checks``,
+``distributed``, ``longctx``) plus shared helpers (``models``, ``hardware``, ``plots``, ``widgets``, ``quiz``, ``checks``,
 ``source``). Modules are imported on demand so that ``import course_lib`` stays fast.
 """
 
