@@ -185,13 +185,18 @@ if measured:
     print(f"{measured[0]['device']}, cap {measured[0]['cap_gib']} GiB, {measured[0]['date']}")
     longest = {r["step"]: r for r in measured + unsloth_rows if r["kind"] == "longest"}
     speed = {(r["step"], r["seq_len"]): r for r in measured + unsloth_rows if r["kind"] == "speed" and r["fits"] == "True"}
-    print(f"{'step':<20}{'longest (measured)':>20}{'predicted':>11}{'tokens/s @4096':>16}  note")
+    lean_tps = float(speed[("lean", "4096")]["tokens_per_s"]) if ("lean", "4096") in speed else None
+    print(f"{'step':<20}{'longest (measured)':>20}{'predicted':>11}{'tokens/s @4096':>16}{'x lean':>8}  note")
     for name in [s[0] for s in longctx.STEPS] + (["unsloth"] if unsloth_rows else []):
         if name in longest:
             r = longest[name]
-            tps = speed.get((name, "4096"), {}).get("tokens_per_s", "-")
+            tps = speed.get((name, "4096"), {}).get("tokens_per_s", "")
+            ratio = f"{float(tps) / lean_tps:.2f}" if tps and lean_tps else "-"
             guess = f"{predicted_longest[name]:,}" if name in predicted_longest else "-"
-            print(f"{name:<20}{int(r['seq_len']):>20,}{guess:>11}{tps:>16}  {r['note']}")
+            print(f"{name:<20}{int(r['seq_len']):>20,}{guess:>11}{tps or '-':>16}{ratio:>8}  {r['note']}")
+    ours, theirs = longest.get(longctx.STEPS[-1][0]), longest.get("unsloth")
+    if ours and theirs and int(theirs["seq_len"]):
+        print(f"\ncourse (all techniques) / Unsloth: {int(ours['seq_len']) / int(theirs['seq_len']):.2f}x the length")
     # predicted vs measured peak at the longest length each step ran
     best = {}
     for r in measured:
