@@ -286,6 +286,10 @@ def run(args) -> list[dict]:
     bench.record(step="setup", kind="setup", note=f"checkpoint + 4-bit load {time.perf_counter() - bench.start:.0f} s;"
                  f" torch {torch.__version__}; {os.environ.get('PYTORCH_CUDA_ALLOC_CONF')}")
 
+    limit = getattr(model.config, "max_position_embeddings", None) or args.max_len
+    if limit < args.max_len:
+        log(f"--max-len {args.max_len:,} is past this model's position limit: searching up to {limit:,}")
+        args.max_len = limit
     lora = qlora.lora_config(r=args.r, alpha=2 * args.r, targets="all-linear", dropout=0.05)
     model = get_peft_model(qlora.prepare(model, "default"), lora)
     model.train()
