@@ -1,8 +1,9 @@
 """course_lib: the companion library of the LoRA & QLoRA course.
 
 One module per idea (``lowrank``, ``lora``, ``counting``, ``nf4``, ``memory``, ``data``, ``training``, ``qlora``,
-``distributed``) plus shared helpers (``models``, ``hardware``, ``plots``, ``widgets``, ``quiz``, ``checks``,
-``source``, ``train_loop`` and ``latency`` for notebook 02). Modules are imported on demand so that ``import course_lib`` stays fast.
+``distributed``, ``longctx``) plus shared helpers (``models``, ``hardware``, ``plots``, ``widgets``, ``quiz``,
+``checks``, ``source``, ``fsutil``, ``train_loop`` and ``latency`` for notebook 02). Modules are imported on demand so
+that ``import course_lib`` stays fast.
 """
 
 __version__ = "0.1.0"

@@ -265,6 +265,10 @@ SYNTHETIC_SHAPES: dict[str, dict] = {
                        num_key_value_heads=32, vocab_size=32000, tie_word_embeddings=False),
     "llama-3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                        num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, rope_theta=500000.0),
+    # Llama-3.1-8B: Llama-3-8B's shape, trained to 131,072 positions (the long-context benchmark's model)
+    "llama-3.1-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, rope_theta=500000.0,
+                         max_position_embeddings=131072),
     "llama-2-13b": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
                         num_key_value_heads=40, vocab_size=32000, tie_word_embeddings=False),
     "llama-33b": dict(hidden_size=6656, intermediate_size=17920, num_hidden_layers=60, num_attention_heads=52,
@@ -280,7 +284,7 @@ def synthetic_config(shape: str):
 
     if shape not in SYNTHETIC_SHAPES:
         raise ValueError(f"unknown synthetic shape {shape!r}; choose one of {sorted(SYNTHETIC_SHAPES)}")
-    return LlamaConfig(max_position_embeddings=4096, rms_norm_eps=1e-5, **SYNTHETIC_SHAPES[shape])
+    return LlamaConfig(**{"max_position_embeddings": 4096, "rms_norm_eps": 1e-5, **SYNTHETIC_SHAPES[shape]})
 
 
 def synthetic_model(shape: str, *, device: str | torch.device = "meta", dtype: torch.dtype = torch.float16, seed: int = 0):

@@ -137,3 +137,31 @@ def plot_memory_vs_tokens(curves: dict[str, tuple[list, list]], *, gpu_gb: float
     ax.legend(fontsize=8)
     fig.tight_layout()
     return ax
+
+
+# ------------------------------------------------------------------------------- 10 long contexts
+def plot_memory_waterfall(rows: list[dict], parts: tuple[str, ...], *, measured: dict | None = None,
+                          cap_gib: float | None = 15.0, title: str = "Peak memory, step by step"):
+    """rows: {"step": name, part: bytes, ...} (``longctx.waterfall``), stacked per step; ``measured``: step -> bytes,
+    drawn as a black marker beside each bar; a dashed line marks the cap."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    names = [r["step"] for r in rows]
+    bottom = [0.0] * len(rows)
+    for part in parts:
+        values = [r[part] / 2**30 for r in rows]
+        if any(values):
+            ax.bar(names, values, bottom=bottom, label=part)
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    if measured:
+        xs = [i for i, n in enumerate(names) if n in measured]
+        ax.scatter([x + 0.3 for x in xs], [measured[names[x]] / 2**30 for x in xs], color="black", marker="_", s=400,
+                   linewidths=3, label="measured", zorder=3)
+    if cap_gib:
+        ax.axhline(cap_gib, color="gray", linestyle="--", label=f"{cap_gib:g} GiB cap")
+    ax.set(ylabel="GiB", title=title)
+    ax.tick_params(axis="x", labelrotation=20)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return ax

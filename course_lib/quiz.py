@@ -322,6 +322,26 @@ QUIZZES: dict[str, list[Question]] = {
            ("13.90 GB: a full replica plus DDP's gradient buckets; more GPUs give more examples per step, not "
             "more room", "To make room, shard with FSDP."), applied=True),
     ],
+    "10": [
+        Question("For the 8B shape (vocabulary 128,256) at a few thousand tokens, what is the largest part of the "
+                 "lean QLoRA step's predicted peak?",
+                 ("the 4-bit weights", "the logits and their gradients (12 bytes per token per vocabulary entry)",
+                  "the LoRA adapters", "the optimizer state"), 1,
+                 "Section 1's first bars: tokens x 128,256 x 12 bytes outgrows the whole 4-bit model."),
+        Question("What does the chunked cross-entropy keep between the forward and the backward pass?",
+                 ("the full fp32 logits", "the hidden states entering the output head; each chunk's logits are "
+                  "recomputed in backward", "nothing at all", "only the loss value"), 1,
+                 "Memory for logits drops to one chunk's, at the price of a second pass through the output head."),
+        Question("Offloading with gradient checkpointing moves which tensors to CPU memory?",
+                 ("the 4-bit weights", "the optimizer state", "each decoder layer's input, saved as the checkpoint",
+                  "the LoRA gradients"), 2,
+                 "Non-reentrant checkpointing saves only the layer inputs outside the checkpointed layers: the tensors "
+                 "a saved_tensors_hooks context around the forward pass sees."),
+        Question("Why does LoRA dropout cost memory on long sequences?",
+                 ("dropout masks are fp32", "each adapted layer keeps its own dropped copy of its input for the "
+                  "backward pass", "it doubles the adapter size", "it disables gradient checkpointing"), 1,
+                 "With dropout 0 the adapter reuses the input the frozen 4-bit layer keeps anyway."),
+    ],
 }
 
 

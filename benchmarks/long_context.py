@@ -1,0 +1,364 @@
+"""How long a sequence one QLoRA step fits on a T4-sized GPU (15 GiB cap, fp16): PEFT's default preparation, the
+course's lean one, and each technique of ``course_lib.longctx`` added in turn; tokens/s at each step; the peak
+predicted by ``longctx.predict_peak`` beside the measured one at every length tried.
+
+    python benchmarks/long_context.py --out course_lib/resources/measurements --budget-s 540   # CUDA GPU, ~9 min
+    python benchmarks/long_context.py --debug --out /tmp/lc                                    # CPU: the code path
+
+Model: random weights of the Llama-3.1-8B shape (Llama-3-8B's, with 131,072 positions), written once as an fp16
+checkpoint (before the cap is set) and loaded through ``course_lib.qlora.load_4bit`` (NF4, double quantization);
+LoRA r=32, alpha=64 on all linear layers, batch 1, gradient checkpointing. One measurement is one forward +
+backward (``longctx.forward_backward`` under fp16 autocast, as the Trainer runs it) on random token ids; no
+optimizer step (a paged optimizer's state lives in CUDA unified memory, which the allocator does not count). A
+length fits when the step ran and the allocator's peak *reserved* memory stayed within the cap. The longest length
+is searched from the predicted one (``longctx.longest_fitting``, exact to 256 tokens when it brackets in time),
+up to ``--max-len``. Also recorded: cut-cross-entropy and liger-kernel's fused loss where they import, the
+gradients of all techniques against the plain path at 2,048 tokens, and whether sdpa's memory-efficient kernel
+alone (what a T4 has; no flash attention there) runs this model.
+
+Writes ``long_context.csv`` under ``--out``, rewritten after every measurement, so a run cut short keeps what it
+measured. The first call on a fresh machine spends a minute or two writing the 16 GB checkpoint
+($COURSE_SYNTHETIC_DIR, default /tmp/course_synthetic), reused by later calls while the machine stays up.
+
+On a GPU machine without bitsandbytes (Python 3.12, torch 2.11): fetch the wheels here first,
+``pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_24_x86_64 --platform
+any -d .whl bitsandbytes==0.50.2 liger-kernel==0.8.5 cut-cross-entropy==25.1.1`` (42 MiB), carry ``.whl``, and run
+
+    pip install -q --no-index --no-deps --target /root/site1 .whl/*.whl && export PYTHONPATH=/root/site1:$PWD \
+      COURSE_SYNTHETIC_DIR=/root/course_synthetic && python3 benchmarks/long_context.py --out $OUT --budget-s 480
+
+then copy ``$OUT/long_context.csv`` to ``course_lib/resources/measurements/``. Unsloth: long_context_unsloth.py,
+in a second call right after (same machine: bitsandbytes and the checkpoint are still there).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")  # before torch touches CUDA
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import datetime  # noqa: E402
+import gc  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from course_lib import longctx, qlora  # noqa: E402
+
+GiB = 2**30
+STEPS = longctx.STEPS  # (step name, preparation, techniques): each step adds one technique to the one before
+FIELDS = ["shape", "step", "prep", "techniques", "kind", "seq_len", "fits", "measured_peak_gib", "reserved_peak_gib",
+          "predicted_peak_gib", "error_pct", "predicted_phase", "seconds", "tokens_per_s", "note", "device", "cap_gib",
+          "date"]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Bench:
+    def __init__(self, args, csv_name: str = "long_context.csv", step_fn=None):
+        self.args, self.rows, self.step_fn = args, [], step_fn  # step_fn(model, ids): another library's step
+        self.start = time.perf_counter()
+        self.csv = args.out / csv_name
+        self.debug = args.debug
+        if self.debug:
+            self.device, self.dtype = torch.device("cpu"), torch.float32
+        else:
+            self.device, self.dtype = torch.device("cuda", 0), torch.float16
+        self.cap = int(args.cap_gib * GiB)
+        self.gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        self.last_probe = None  # (tokens, seconds): to guess what the next probe costs
+        self.reserve = 0.0  # seconds kept for the steps still to come
+
+    # ------------------------------------------------------------------------------------------ bookkeeping
+    def left(self) -> float:
+        return self.args.budget_s - (time.perf_counter() - self.start)
+
+    def affordable(self, n: int) -> bool:
+        """Whether a probe of ``n`` tokens probably ends before the budget (less the time kept for the steps still
+        to come) does. A step's time grows a little faster than its length (attention): ~ n^1.5 here."""
+        left = self.left() - self.reserve
+        if self.last_probe is None:
+            return left > 30
+        n0, s0 = self.last_probe
+        return left > 1.3 * s0 * (n / n0) ** 1.5 + 5
+
+    def record(self, **row) -> dict:
+        row.update(shape=self.args.shape, device=self.gpu, cap_gib=self.args.cap_gib,
+                   date=datetime.date.today().isoformat())
+        self.rows.append(row)
+        tmp = self.csv.with_suffix(".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=FIELDS)
+            writer.writeheader()
+            writer.writerows({k: r.get(k, "") for k in FIELDS} for r in self.rows)
+        tmp.replace(self.csv)
+        return row
+
+    def free(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()  # (the pinned CPU buffers of the offload stay cached, as in a training loop)
+
+    # ------------------------------------------------------------------------------------------ one step
+    def probe(self, model, n: int, techniques, *, loss=None, step="", prep="lean", kind="search", predict=True):
+        """One forward + backward of ``n`` tokens; a row with whether it fit, its peak and time."""
+        cuda = self.device.type == "cuda"
+        ids = torch.randint(0, model.config.vocab_size, (1, n), device=self.device)
+        longctx.zero_gradients(model)
+        self.free()
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        ok, note = True, ""
+        t = time.perf_counter()
+        try:
+            if self.step_fn is not None:
+                self.step_fn(model, ids)
+            else:
+                longctx.forward_backward(model, ids, techniques=techniques, loss=loss,
+                                                 autocast_dtype=self.dtype if cuda else None)
+            if cuda:
+                torch.cuda.synchronize()
+        except torch.OutOfMemoryError:
+            ok, note = False, "OOM"
+        except longctx.OffloadMemoryError as e:
+            ok, note = False, f"CPU RAM: {e}"
+        except RuntimeError as e:
+            if "out of memory" not in str(e).lower():
+                raise
+            ok, note = False, "OOM (" + str(e).split("\n")[0][:80] + ")"
+        seconds = time.perf_counter() - t
+        del ids
+        longctx.zero_gradients(model)
+        self.free()
+        peak = torch.cuda.max_memory_allocated() if cuda else 0
+        reserved = torch.cuda.max_memory_reserved() if cuda else 0
+        if ok and cuda and reserved > self.cap:
+            ok, note = False, "ran, but reserved more than the cap"
+        row = dict(step=step, prep=prep, techniques="+".join(techniques) or "-", kind=kind, seq_len=n, fits=ok,
+                   seconds=round(seconds, 2), note=note)
+        if ok:
+            self.last_probe = (n, seconds)
+            row.update(measured_peak_gib=round(peak / GiB, 3), reserved_peak_gib=round(reserved / GiB, 3),
+                       tokens_per_s=round(n / seconds, 1))
+        if predict and self.step_fn is None:
+            try:
+                est = longctx.predict_peak(model.config, techniques, n, prep=prep, r=self.args.r,
+                                           targets="all-linear", compute_dtype=self.dtype)
+                row.update(predicted_peak_gib=round(est.total_bytes / GiB, 3), predicted_phase=est.peak_phase)
+                if ok and cuda:
+                    row["error_pct"] = round(100 * (est.total_bytes - peak) / peak, 1)
+            except ValueError as e:
+                row["note"] = (note + "; " if note else "") + f"no prediction: {e}"
+        log(f"{step:>20} {kind:<10} {n:>7,} tokens: " + (
+            f"fits, peak {peak / GiB:.2f} GiB (reserved {reserved / GiB:.2f}), predicted "
+            f"{row.get('predicted_peak_gib', float('nan')):.2f}, {seconds:.1f} s" if ok else f"does not fit ({note})"))
+        return self.record(**row)
+
+    def search(self, model, step, prep, techniques, guess: int | None = None):
+        """The longest length that fits, from ``guess`` (default: the predicted longest); one summary row."""
+        ours = guess is None  # the course's path: predicted, so the search starts from the prediction
+        if ours:
+            predicted = longctx.predicted_longest(model.config, techniques, available=self.cap, prep=prep,
+                                                  r=self.args.r, targets="all-linear", compute_dtype=self.dtype,
+                                                  step=self.args.step, limit=self.args.max_len)
+        else:
+            predicted = guess
+        first = min(max(predicted, self.args.step), self.args.max_len)
+        stopped = []
+
+        def fits(n):
+            if not self.affordable(n):
+                stopped.append(n)
+                raise TimeoutError
+            return self.probe(model, n, techniques, step=step, prep=prep, predict=ours)["fits"]
+
+        probes = []
+
+        def counted(n):
+            ok = fits(n)
+            probes.append((n, ok))
+            return ok
+
+        low, high = 0, None
+        try:
+            low, high, probes = longctx.longest_fitting(counted, first, step=self.args.step,
+                                                        max_probes=self.args.max_probes, limit=self.args.max_len)
+        except TimeoutError:
+            for n, ok in probes:
+                low, high = (max(low, n), high) if ok else (low, n if high is None else min(high, n))
+        if high is not None and high - low <= self.args.step:
+            note = f"exact to {self.args.step} tokens (fits at {low:,}, not at {high:,})"
+        elif high is None and low >= self.args.max_len - self.args.step:
+            note = f"fits at the search limit --max-len {self.args.max_len:,}: at least this long"
+        else:
+            note = (f"search stopped ({'time budget' if stopped else 'probe budget'}): fits at {low:,}"
+                    + (f", not at {high:,}" if high else ""))
+        start = "predicted longest" if ours else "search started at"
+        log(f"{step:>20} longest: {low:,} tokens ({note}); {start} {predicted:,}")
+        return self.record(step=step, prep=prep, techniques="+".join(techniques) or "-", kind="longest",
+                           seq_len=low, fits=low > 0, note=f"{note}; {start} {predicted:,}")
+
+    def speed(self, model, step, prep, techniques, lengths, predict=True):
+        for n in lengths:
+            if self.affordable(n):
+                self.probe(model, n, techniques, step=step, prep=prep, kind="speed", predict=predict)
+
+
+# ------------------------------------------------------------------------------------------ the run
+def to_lean(model, dtype: torch.dtype) -> None:
+    """Undo what PEFT's default preparation did besides checkpointing: the parameters it upcast to fp32 (all but the
+    4-bit weights and the adapters) go back to the compute dtype, and the embedding output no longer requires grad."""
+    base = model.get_base_model()
+    for name, p in base.named_parameters():
+        if p.dtype == torch.float32 and "lora_" not in name:
+            p.data = p.data.to(dtype)
+    if hasattr(base, "disable_input_require_grads"):
+        try:
+            base.disable_input_require_grads()
+        except AttributeError:
+            pass
+
+
+def gradient_vector(model) -> torch.Tensor:
+    grads = longctx.adapter_gradients(model)
+    return torch.cat([g.float().flatten() for g in grads.values()])
+
+
+def compare(bench, model, n, techniques, loss, label):
+    """Loss and adapter gradients of ``techniques``/``loss`` against the plain path at ``n`` tokens (same ids)."""
+    ids = torch.randint(0, model.config.vocab_size, (1, n), device=bench.device,
+                        generator=torch.Generator(bench.device).manual_seed(0))
+    cuda = bench.device.type == "cuda"
+    kw = dict(autocast_dtype=bench.dtype if cuda else None)
+    try:
+        longctx.zero_gradients(model)
+        ref = longctx.forward_backward(model, ids, **kw)
+        g_ref = gradient_vector(model)
+        longctx.zero_gradients(model)
+        value = longctx.forward_backward(model, ids, techniques=techniques, loss=loss, **kw)
+        g = gradient_vector(model)
+        rel = ((g - g_ref).norm() / g_ref.norm().clamp_min(1e-30)).item()
+        note = f"loss {value:.6f} vs plain {ref:.6f}; adapter gradients differ by {rel:.2e} (relative norm)"
+    except Exception as e:  # a library kernel that does not run here is a result, not a crash
+        note = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    longctx.zero_gradients(model)
+    bench.free()
+    log(f"equivalence {label}: {note}")
+    bench.record(step=label, prep="lean", techniques="+".join(techniques) or "-", kind="equivalence", seq_len=n,
+                 note=note)
+
+
+def run(args) -> list[dict]:
+    from peft import get_peft_model
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.debug:  # a tiny Llama, registered for this process only: the code path in seconds on a CPU
+        from course_lib import models
+
+        models.SYNTHETIC_SHAPES.setdefault("tiny-debug", dict(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=256, tie_word_embeddings=False, max_position_embeddings=1024))
+        args.shape, args.max_len, args.step, args.cap_gib = "tiny-debug", 256, 64, 1e6
+    elif not torch.cuda.is_available():
+        raise SystemExit("this benchmark needs a CUDA GPU (use --debug to check the code path on CPU)")
+    bench = Bench(args)
+    preset = qlora.Preset(f"synthetic-{args.shape}", f"synthetic:{args.shape}", needs_gpu=not args.debug,
+                          seq_len=4096, batch_size=1, steps=1, lr=1e-4, t4_like=True, r=args.r, alpha=2 * args.r,
+                          targets="all-linear")
+    t = time.perf_counter()
+    qlora.synthetic_checkpoint(args.shape, bench.device)  # before the cap: the fp16 model is bigger than 15 GiB
+    log(f"checkpoint ready in {time.perf_counter() - t:.0f} s")
+    device, dtype = qlora.setup_device(preset)
+    if not args.debug:
+        bench.cap = int(min(bench.cap, qlora._CAP_BYTES or bench.cap))
+    t = time.perf_counter()
+    model, _ = qlora.load_4bit(preset, device, dtype)
+    log(f"loaded in 4-bit in {time.perf_counter() - t:.0f} s")
+    bench.record(step="setup", kind="setup", note=f"checkpoint + 4-bit load {time.perf_counter() - bench.start:.0f} s;"
+                 f" torch {torch.__version__}; {os.environ.get('PYTORCH_CUDA_ALLOC_CONF')}")
+
+    limit = getattr(model.config, "max_position_embeddings", None) or args.max_len
+    if limit < args.max_len:
+        log(f"--max-len {args.max_len:,} is past this model's position limit: searching up to {limit:,}")
+        args.max_len = limit
+    lora = qlora.lora_config(r=args.r, alpha=2 * args.r, targets="all-linear", dropout=0.05)
+    model = get_peft_model(qlora.prepare(model, "default"), lora)
+    model.train()
+    lengths = [2048, 4096] if not args.debug else [64]
+    for i, (step, prep, techniques) in enumerate(STEPS):
+        bench.reserve = args.reserve_s * (len(STEPS) - 1 - i)  # the longest sequences come last: keep them time
+        if bench.left() < 20:
+            log(f"out of time before step {step!r}")
+            break
+        if prep == "lean" and not techniques:
+            to_lean(model, bench.dtype)
+        if "no_lora_dropout" in techniques and longctx.lora_dropout(model) > 0:
+            longctx.remove_lora_dropout(model)
+            compare(bench, model, 64 if args.debug else 2048, longctx.TECHNIQUES, None, "all techniques vs plain")
+        try:
+            bench.search(model, step, prep, techniques)
+            bench.speed(model, step, prep, techniques, lengths)
+        except Exception as e:  # one step failing must not lose the others
+            log(f"step {step!r} failed: {type(e).__name__}: {e}")
+            bench.record(step=step, prep=prep, techniques="+".join(techniques), kind="error", note=str(e)[:200])
+            longctx.zero_gradients(model)
+            bench.free()
+
+    bench.reserve = 0.0
+    # the library losses against ours, where they run (Triton kernels: CUDA only)
+    long_n = 64 if args.debug else 16384
+    for impl in ("cce", "liger"):
+        if bench.left() < 40:
+            break
+        compare(bench, model, 64 if args.debug else 2048, ("chunked_loss",), impl, f"loss {impl} vs plain")
+        try:
+            bench.probe(model, long_n, longctx.TECHNIQUES, loss=impl, step=f"all, loss={impl}", kind="loss-impl",
+                        predict=False)
+        except Exception as e:
+            bench.record(step=f"all, loss={impl}", kind="loss-impl", seq_len=long_n, note=f"failed: {e}"[:200])
+    if bench.left() > 40:
+        bench.probe(model, long_n, longctx.TECHNIQUES, step="all, loss=chunked", kind="loss-impl", predict=False)
+    # a T4 has no flash attention: does sdpa's memory-efficient kernel alone run this model (GQA, no mask)?
+    if bench.device.type == "cuda" and bench.left() > 40:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        try:
+            with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
+                bench.probe(model, 8192, longctx.TECHNIQUES, step="all, sdpa efficient only", kind="attention")
+        except Exception as e:
+            bench.record(step="all, sdpa efficient only", kind="attention", seq_len=8192,
+                         note=f"failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
+    log(f"done in {time.perf_counter() - bench.start:.0f} s -> {bench.csv}")
+    return bench.rows
+
+
+def arguments(doc: str = __doc__) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", default="llama-3.1-8b")
+    parser.add_argument("--out", type=Path, default=Path("course_lib/resources/measurements"))
+    parser.add_argument("--budget-s", type=float, default=540, help="stop measuring after this many seconds")
+    parser.add_argument("--cap-gib", type=float, default=qlora.T4_MEMORY_GIB)
+    parser.add_argument("--r", type=int, default=32)
+    parser.add_argument("--step", type=int, default=256, help="resolution of the search, tokens")
+    parser.add_argument("--max-len", type=int, default=65536, help="longest length tried")
+    parser.add_argument("--max-probes", type=int, default=5, help="forward + backward passes per search at most")
+    parser.add_argument("--reserve-s", type=float, default=40, help="seconds kept for each step still to come")
+    parser.add_argument("--debug", action="store_true", help="CPU, a tiny synthetic Llama, no cap: the code path")
+    return parser
+
+
+def main() -> None:
+    run(arguments().parse_args())
+
+
+if __name__ == "__main__":
+    main()
