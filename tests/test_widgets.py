@@ -79,3 +79,14 @@ def test_quiz_numbers_are_the_course_numbers():
     assert counting.layer_lora_params(4096, 4096, 8) == 65_536
     assert counting.lora_param_count(models.synthetic_model("llama-3.2-1b"), ["q_proj", "v_proj"], 8) == 851_968
     assert round(nf4.bits_per_param(64, double_quant=True), 3) == 4.127
+
+
+def test_live_explorers_and_quiz_print_no_return_value(monkeypatch, capsys):
+    # with a widget frontend, interact prints what its function returns and a cell prints what it ends with:
+    # both would put a text repr under the widgets (found by tests/test_live_notebooks.py)
+    monkeypatch.setattr(widgets, "interactive_available", lambda: True)
+    calculator = widgets.lora_calculator()
+    assert calculator.widget.result is None and "4,194,304 trainable" in capsys.readouterr().out
+    explorer = widgets.rank_explorer(torch.randn(16, 12))
+    assert explorer.widget.result is None
+    assert quiz.show("03") is None
