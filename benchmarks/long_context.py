@@ -49,7 +49,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from course_lib import longctx, qlora  # noqa: E402
+from course_lib import longctx, memory, qlora  # noqa: E402
 
 GiB = 2**30
 STEPS = longctx.STEPS  # (step name, preparation, techniques): each step adds one technique to the one before
@@ -346,7 +346,7 @@ def arguments(doc: str = __doc__) -> argparse.ArgumentParser:
     parser.add_argument("--shape", default="llama-3.1-8b")
     parser.add_argument("--out", type=Path, default=Path("course_lib/resources/measurements"))
     parser.add_argument("--budget-s", type=float, default=540, help="stop measuring after this many seconds")
-    parser.add_argument("--cap-gib", type=float, default=qlora.T4_MEMORY_GIB)
+    parser.add_argument("--cap-gib", type=float, default=memory.usable_bytes("T4") / GiB)
     parser.add_argument("--r", type=int, default=32)
     parser.add_argument("--step", type=int, default=256, help="resolution of the search, tokens")
     parser.add_argument("--max-len", type=int, default=65536, help="longest length tried")

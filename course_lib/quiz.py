@@ -323,24 +323,32 @@ QUIZZES: dict[str, list[Question]] = {
             "more room", "To make room, shard with FSDP."), applied=True),
     ],
     "10": [
-        Question("For the 8B shape (vocabulary 128,256) at a few thousand tokens, what is the largest part of the "
-                 "lean QLoRA step's predicted peak?",
-                 ("the 4-bit weights", "the logits and their gradients (12 bytes per token per vocabulary entry)",
-                  "the LoRA adapters", "the optimizer state"), 1,
-                 "Section 1's first bars: tokens x 128,256 x 12 bytes outgrows the whole 4-bit model."),
-        Question("What does the chunked cross-entropy keep between the forward and the backward pass?",
-                 ("the full fp32 logits", "the hidden states entering the output head; each chunk's logits are "
-                  "recomputed in backward", "nothing at all", "only the loss value"), 1,
-                 "Memory for logits drops to one chunk's, at the price of a second pass through the output head."),
-        Question("Offloading with gradient checkpointing moves which tensors to CPU memory?",
-                 ("the 4-bit weights", "the optimizer state", "each decoder layer's input, saved as the checkpoint",
-                  "the LoRA gradients"), 2,
-                 "Non-reentrant checkpointing saves only the layer inputs outside the checkpointed layers: the tensors "
-                 "a saved_tensors_hooks context around the forward pass sees."),
-        Question("Why does LoRA dropout cost memory on long sequences?",
-                 ("dropout masks are fp32", "each adapted layer keeps its own dropped copy of its input for the "
-                  "backward pass", "it doubles the adapter size", "it disables gradient checkpointing"), 1,
-                 "With dropout 0 the adapter reuses the input the frozen 4-bit layer keeps anyway."),
+        _q("For the 8B shape (vocabulary 128,256) at a few thousand tokens, what is the largest part of the lean "
+           "QLoRA step's predicted peak?", 1,
+           ("the 4-bit weights", "About 5 GB, fixed: the logits outgrow them within a few thousand tokens."),
+           ("the logits and their gradients (12 bytes per token per vocabulary entry)",
+            "tokens x 128,256 x 12 bytes outgrows the whole 4-bit model: section 1's first bars."),
+           ("the LoRA adapters", "Tens of MB at r=32."),
+           ("the optimizer state", "Two fp32 states per adapter parameter: also tens of MB.")),
+        _q("What does the chunked cross-entropy keep between the forward and the backward pass?", 1,
+           ("the full fp32 logits", "That is the plain loss, the memory it removes."),
+           ("the hidden states entering the output head; each chunk's logits are recomputed in backward",
+            "Memory for logits drops to one chunk's, at the price of a second pass through the output head."),
+           ("nothing at all", "The backward pass needs the hidden states to recompute the logits."),
+           ("only the loss value", "A scalar cannot give the gradient of the head's input.")),
+        _q("Offloading with gradient checkpointing moves which tensors to CPU memory?", 2,
+           ("the 4-bit weights", "The weights stay on the GPU: every layer needs them in forward and backward."),
+           ("the optimizer state", "That is a paged optimizer's job, and LoRA's state is small."),
+           ("each decoder layer's input, saved as the checkpoint",
+            "Non-reentrant checkpointing saves only the layer inputs: the tensors a saved_tensors_hooks context "
+            "around the forward pass sees."),
+           ("the LoRA gradients", "Gradients are made in backward and used by the optimizer step on the GPU.")),
+        _q("Why does LoRA dropout cost memory on long sequences?", 1,
+           ("dropout masks are fp32", "The mask is not the problem; the dropped copy of the input is."),
+           ("each adapted layer keeps its own dropped copy of its input for the backward pass",
+            "With dropout 0 the adapter reuses the input the frozen 4-bit layer keeps anyway."),
+           ("it doubles the adapter size", "Dropout has no parameters."),
+           ("it disables gradient checkpointing", "Checkpointing still runs; dropout adds saved tensors inside it.")),
     ],
 }
 

@@ -171,35 +171,30 @@ def quantization_explorer(W: torch.Tensor, static=({"kind": "nf4", "blocksize": 
 
 
 # ------------------------------------------------------------------------------ 05 memory planner
-GPUS_GB = {"T4 (16 GB)": 16, "L4 (24 GB)": 24, "A100 40GB": 40, "A100 80GB / H100": 80}
-
-
 def memory_view(shape: str = "llama-2-7b", method: str = "qlora", batch_size: int = 1, seq_len: int = 512,
-                gpu: str = "T4 (16 GB)") -> dict:
+                gpu: str = "T4") -> dict:
     """Predicted training memory (course_lib.memory) as a stacked bar, and whether it fits the chosen GPU."""
     import matplotlib.pyplot as plt
 
     from course_lib import memory, models
 
     try:
-        if gpu not in GPUS_GB:
-            raise ValueError(f"unknown GPU {gpu!r}; choose one of {list(GPUS_GB)}")
+        limit = memory.usable_bytes(gpu)  # raises for an unknown GPU, listing the known ones
         if shape not in models.SYNTHETIC_SHAPES:
             raise ValueError(f"unknown model shape {shape!r}; choose one of {sorted(models.SYNTHETIC_SHAPES)}")
-        dtype = torch.float16 if gpu.startswith("T4") else torch.bfloat16
+        dtype = torch.float16 if gpu == "T4" else torch.bfloat16
         est = memory.estimate_training_memory(models.synthetic_config(shape), method, batch_size=batch_size,
                                               seq_len=seq_len, compute_dtype=dtype)
     except (ValueError, TypeError) as exc:
         print(f"✗ {exc}")
         return {"error": str(exc)}
-    gpu_bytes = GPUS_GB[gpu] * memory.GB
-    fits = memory.fits(est, gpu_bytes)
+    fits = memory.fits(est, gpu)
     fig, ax = plt.subplots(figsize=(7, 1.8))
     left = 0.0
     for part, nbytes in est.breakdown().items():
         ax.barh([0], [nbytes / memory.GB], left=left, label=part)
         left += nbytes / memory.GB
-    ax.axvline(0.9 * GPUS_GB[gpu], color="red", ls="--", lw=1)
+    ax.axvline(limit / memory.GB, color="red", ls="--", lw=1)
     ax.set_yticks([])
     ax.set_xlabel("GB")
     ax.set_title(f"{shape} {method}, batch {batch_size} x seq {seq_len}: {est.total_gb:.1f} GB -> "
@@ -218,4 +213,4 @@ def memory_planner(static=({"shape": "llama-2-7b", "method": "lora"}, {"shape": 
         "method": lambda w: w.Dropdown(options=list(memory.METHODS), value="qlora"),
         "batch_size": lambda w: w.IntSlider(value=1, min=1, max=16, continuous_update=False),
         "seq_len": lambda w: w.SelectionSlider(options=[128, 256, 512, 1024, 2048, 4096], value=512),
-        "gpu": lambda w: w.Dropdown(options=list(GPUS_GB), value="T4 (16 GB)")})
+        "gpu": lambda w: w.Dropdown(options=list(memory.GPU_GIB), value="T4")})

@@ -196,7 +196,7 @@ config70 = models.synthetic_config("llama-2-70b")
 for n in (1, 2, 4, 8):
     est = memory.estimate_per_gpu_memory(config70, "qlora", n, "fsdp", seq_len=512)
     print(f"Llama-2-70B, QLoRA, FSDP on {n} GPU(s): {est.total_gb:5.1f} GB per GPU; "
-          f"fits a 24 GB card (90% usable): {memory.fits(est, 24e9)}")
+          f"fits a 24 GB card ({memory.usable_bytes('RTX 3090 / 4090') / 2**30:.1f} GiB usable): {memory.fits(est, 'RTX 3090 / 4090')}")
 
 # %% [markdown]
 # By this prediction two 24 GB cards just miss for 70B at 512 tokens, and four fit. The runs that trained 70B on

@@ -1,9 +1,9 @@
 """course_lib.qlora on CPU: tiny Llama models in 4-bit NF4, the smoke path, and every bad-input message."""
 
+from dataclasses import replace
+
 import pytest
 import torch
-
-from dataclasses import replace
 
 from course_lib import data, memory, models, qlora, training
 

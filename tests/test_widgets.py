@@ -4,7 +4,7 @@ import matplotlib
 import pytest
 import torch
 
-from course_lib import counting, lora, memory, models, nf4, quiz, widgets
+from course_lib import counting, memory, models, nf4, quiz, widgets
 
 matplotlib.use("Agg")
 
@@ -30,10 +30,10 @@ def test_quantization_explorer_matches_nf4_module():
 
 
 def test_memory_planner_matches_estimator_and_says_what_fits():
-    got = widgets.memory_view("llama-2-7b", "qlora", 1, 512, "T4 (16 GB)")
+    got = widgets.memory_view("llama-2-7b", "qlora", 1, 512, "T4")
     est = memory.estimate_training_memory(models.synthetic_config("llama-2-7b"), "qlora", compute_dtype=torch.float16)
     assert got["total GB"] == pytest.approx(est.total_gb) and got["fits"] is True
-    assert widgets.memory_view("llama-2-70b", "full", 1, 512, "T4 (16 GB)")["fits"] is False
+    assert widgets.memory_view("llama-2-70b", "full", 1, 512, "T4")["fits"] is False
 
 
 @pytest.mark.parametrize("view, kwargs, message", [

@@ -69,10 +69,10 @@ def best_fit(config, gpu_bytes: float):
 def check_batch_seq(fn) -> None:
     """``fn(config, gpu_bytes)`` -> ``(batch_size, seq_len)`` from ``BATCHES`` x ``SEQ_LENS`` that fits
     ``gpu_bytes`` by ``qlora.predict_peak`` (default preparation, fp16, r=8 on q/v) with the most tokens per step."""
-    from course_lib import models, qlora
+    from course_lib import memory, models, qlora
 
-    t4 = qlora.T4_MEMORY_GIB * qlora.GiB
-    for shape, gpu_bytes, what in (("llama-2-7b", t4, "a T4 (15 GiB)"), ("llama-3.2-1b", t4, "a T4 (15 GiB)"),
+    t4 = memory.usable_bytes("T4")
+    for shape, gpu_bytes, what in (("llama-2-7b", t4, "a T4 (14.5 GiB)"), ("llama-3.2-1b", t4, "a T4 (14.5 GiB)"),
                                    ("llama-2-7b", 8 * qlora.GiB, "an 8 GiB GPU")):
         config = models.synthetic_config(shape)
         got = _call(fn, config, gpu_bytes, name="choose_batch_seq")
