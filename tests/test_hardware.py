@@ -40,3 +40,19 @@ def test_report_prints_versions(capsys):
     for key in ("torch", "transformers", "peft", "bitsandbytes", "device", "compute dtype"):
         assert key in info and key in out
     assert info["device"] == "cpu" and info["compute dtype"] == "float32"
+
+
+def test_report_names_course_lib_and_datasets(monkeypatch):
+    import importlib.metadata
+
+    import course_lib
+
+    info = hardware.environment()
+    assert info["datasets"] != "not installed"
+    assert info["course_lib"].startswith(course_lib.__version__)  # "0.1.0", or "0.1.0 (editable)"
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)  # imported through PYTHONPATH
+    assert hardware.course_lib_version().startswith(f"{course_lib.__version__} (not pip-installed: imported from ")
