@@ -2,7 +2,8 @@
 
 One module per idea (``lowrank``, ``lora``, ``counting``, ``nf4``, ``memory``, ``data``, ``training``, ``qlora``,
 ``distributed``) plus shared helpers (``models``, ``hardware``, ``plots``, ``widgets``, ``quiz``, ``checks``,
-``source``). Modules are imported on demand so that ``import course_lib`` stays fast.
+``source``), and ``resources``: the files read at run time (tasks, accelerate configs, GPU tables), shipped inside
+the package. Modules are imported on demand so that ``import course_lib`` stays fast.
 """
 
 __version__ = "0.1.0"

@@ -42,3 +42,9 @@ def test_missing_resources_are_explained(monkeypatch):
     monkeypatch.setattr(memory, "RESULTS_CSV", "gone.csv")
     with pytest.raises(FileNotFoundError, match="ships no measurements/gone.csv.*python benchmarks/memory_accuracy.py"):
         memory.gpu_measurements()
+
+
+def test_shell_users_get_the_path_of_a_shipped_config(capsys):
+    distributed.main(["--config", "fsdp_2gpu_qlora.yaml"])
+    path = Path(capsys.readouterr().out.strip())
+    assert path.is_file() and path.read_text() == distributed.config_text("fsdp_2gpu_qlora.yaml")
