@@ -197,16 +197,17 @@ def run(args) -> dict | None:
                   backend=torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
                   timed_steps=max(args.steps - 1, 0), seconds=seconds, tokens_per_second=tokens / seconds if tokens else None,
                   peak_memory_bytes=peaks, device=str(accelerator.device), local_mean=args.local_mean)
+    if accelerator.is_main_process and args.out:
+        tmp = Path(args.out).with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, args.out)
+    # Free DDP's reducer while every process is still alive: its gloo group's destructor joins threads that wait
+    # on the peers, so freeing it after a peer has exited hangs that process (seen on a loaded 2-core CPU).
+    del model, optimizer
+    accelerator.free_memory()
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if args.out:
-            tmp = Path(args.out).with_suffix(".tmp")
-            tmp.write_text(json.dumps(result, indent=2))
-            os.replace(tmp, args.out)
-        accelerator.end_training()
-        return result
     accelerator.end_training()
-    return None
+    return result if accelerator.is_main_process else None
 
 
 def parser() -> argparse.ArgumentParser:
