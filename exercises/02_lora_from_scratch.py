@@ -103,8 +103,8 @@ checks.check_lora_merge(lora_merge)
 # %%
 from course_lib.source import show_source
 
-_ = show_source(lora.LoRALinear.delta_weight)
-_ = show_source(lora.LoRALinear.merge)
+show_source(lora.LoRALinear.delta_weight)
+show_source(lora.LoRALinear.merge)
 
 # %% [markdown]
 # ## Quiz answers (the quiz at the end of notebook 02)
