@@ -3,7 +3,6 @@
 and the notebooks that read package data (05, 07 with its CPU smoke preset, 08), generated from their sources,
 must run from a folder outside the checkout. Needs the package registry; a few minutes (measured in the colab branch's report)."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -106,6 +105,6 @@ def test_notebooks_run_on_the_installed_wheel_outside_the_checkout(colab_venv):
                           env=_env(tmp, PATH=f"{Path(py).parent}:/usr/bin:/bin", COURSE_STATIC_WIDGETS="1",
                                    COURSE_QLORA_PRESET="smoke"))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    report = "".join(o.get("text", "") for c in json.loads(Path(paths[0]).read_text())["cells"]
+    report = "".join(o.get("text", "") for c in nbformat.read(paths[0], as_version=4).cells
                      for o in c.get("outputs", []) if "compute dtype" in o.get("text", ""))
     assert "datasets " in report and "not installed" not in report and "not pip-installed" not in report, report
