@@ -22,6 +22,7 @@ help:
 	@echo "make notebooks  regenerate and execute notebooks/*.ipynb from notebooks/*.py (NB=01 for one)"
 	@echo "make exercises  regenerate exercises/ from solutions/"
 	@echo "make colab      rewrite Colab badges and setup cells from [tool.course] in pyproject.toml"
+	@echo "                (REPO=owner/name sets the GitHub repository there first)"
 	@echo "make lab        open JupyterLab on the notebooks"
 
 install: $(STAMP)
@@ -64,7 +65,7 @@ exercises: $(STAMP)
 	$(PY) tools/nbtool.py exercises
 
 colab: $(STAMP)
-	$(PY) tools/nbtool.py colab
+	$(PY) tools/nbtool.py colab $(if $(REPO),--repository $(REPO))
 
 lab: $(STAMP)
 	$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install -q -c requirements/ci.txt -e ".[lab]"

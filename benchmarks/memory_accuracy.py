@@ -1,13 +1,14 @@
 """Predicted (course_lib.memory) vs measured peak GPU memory of LoRA / QLoRA training on synthetic Llama models.
 
-    python benchmarks/memory_accuracy.py --out benchmarks/results        # on a CUDA GPU (minutes)
-    python benchmarks/memory_accuracy.py --debug                         # tiny run on CPU: checks the code path
+    python benchmarks/memory_accuracy.py            # on a CUDA GPU (minutes): writes the table course_lib ships
+    python benchmarks/memory_accuracy.py --debug    # tiny run on CPU: checks the code path (writes to a temp folder)
 
 Recipe measured (the one the estimator models): sdpa attention, gradient checkpointing (non-reentrant), AdamW,
 batch 1, r=8, fp32 adapters. LoRA: the model built in bf16 on the GPU. QLoRA: a bf16 checkpoint saved to disk and
 loaded through the real ``from_pretrained(quantization_config=BitsAndBytesConfig(nf4, double quant, bf16))`` path,
 then ``peft.prepare_model_for_kbit_training``. For each point: ``memory_allocated`` after loading (model +
-adapters) and ``max_memory_allocated`` over 3 optimizer steps (reset after loading). Writes memory_accuracy.csv.
+adapters) and ``max_memory_allocated`` over 3 optimizer steps (reset after loading). Writes memory_accuracy.csv
+into ``course_lib/resources/measurements/`` (package data: notebook 05 and the tests read it), or ``--out``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import csv
 import datetime
 import gc
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from course_lib import resources
 
 TARGETS = {"q,v": ("q_proj", "v_proj"), "all-linear": "all-linear"}
 
@@ -146,7 +150,7 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=["llama-3.2-1b", "llama-2-7b"])
     parser.add_argument("--seqs", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--full", nargs="*", default=["llama-3.2-1b"], help="shapes also measured with full fine-tuning")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--out", type=Path, default=None, help="default: course_lib/resources/measurements/")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/course_memory_ckpt"))
     parser.add_argument("--debug", action="store_true", help="smollm2-135m, seq 16, on CPU: checks the code path")
     args = parser.parse_args()
@@ -156,6 +160,8 @@ def main() -> None:
         if not torch.cuda.is_available():
             raise SystemExit("this measurement needs a CUDA GPU (use --debug to check the code path on CPU)")
         device = torch.device("cuda", 0)
+    if args.out is None:  # a debug run must not overwrite the committed GPU table
+        args.out = Path(tempfile.mkdtemp(prefix="memory-accuracy-debug-")) if args.debug else resources.source_folder("measurements")
     args.out.mkdir(parents=True, exist_ok=True)
     import peft
     import transformers

@@ -1,19 +1,20 @@
 """QLoRA (and LoRA) with FSDP on 1 vs 2 GPUs: peak memory per GPU, tokens/s, scaling efficiency, the largest
 shape that fits per GPU count, and the per-GPU prediction of ``course_lib.memory.estimate_per_gpu_memory``.
 
-    python benchmarks/scaling_out.py --out benchmarks/results             # on a machine with 2 CUDA GPUs
+    python benchmarks/scaling_out.py                                       # on a machine with 2 CUDA GPUs
     python benchmarks/scaling_out.py --debug                               # tiny model, DDP over gloo, on a CPU
 
 NOT RUN YET: written and checked with ``--debug`` on a CPU; no 2-GPU machine was available when it was written,
 so there is no committed scaling_out.csv and notebook 08 says so. Everything below the debug path is unmeasured.
 
-Every point is a real ``accelerate launch --config_file configs/accelerate/fsdp_2gpu_qlora.yaml
---num_processes N -m course_lib.distributed`` run (FSDP FULL_SHARD, 4-bit NF4 stored in bf16, LoRA r=8 on q,v,
+Every point is a real ``accelerate launch --config_file fsdp_2gpu_qlora.yaml --num_processes N -m
+course_lib.distributed`` run (the config ships in ``course_lib/resources/accelerate/``; FSDP FULL_SHARD, 4-bit NF4 stored in bf16, LoRA r=8 on q,v,
 gradient checkpointing, random token ids) on a synthetic checkpoint (random weights of the published shape,
 written once into ``--checkpoints``). The per-GPU batch is fixed (weak scaling): scaling efficiency is
 tokens/s on 2 GPUs / (2 x tokens/s on 1 GPU). The fit search runs each shape at seq 512, batch 1 per GPU under a
 ``--cap-gib`` memory cap per GPU (24 GiB: a consumer card), smallest shape first. A run that fails is recorded
-with the last line of its error (OOM or otherwise). Writes scaling_out.csv, rewritten after every point.
+with the last line of its error (OOM or otherwise). Writes scaling_out.csv, rewritten after every point, into
+``course_lib/resources/measurements/`` (package data: notebook 08 reads it), or ``--out``.
 Disk: a bf16 checkpoint takes 2 bytes per parameter (7B: 13.5 GB, 13B: 26 GB, 33B: 65 GB, 70B: 138 GB); shapes
 whose checkpoint does not fit the free disk are skipped with that reason.
 """
@@ -29,8 +30,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-FSDP_CONFIG = ROOT / "configs" / "accelerate" / "fsdp_2gpu_qlora.yaml"
+FSDP_CONFIG = "fsdp_2gpu_qlora.yaml"  # shipped in course_lib/resources/accelerate/
 POINTS = ((512, 1), (2048, 1), (512, 4))  # (seq_len, batch per GPU)
 FIT_SHAPES = ("llama-2-7b", "llama-2-13b", "llama-33b", "llama-2-70b")
 
@@ -44,7 +44,8 @@ def main() -> None:
     parser.add_argument("--cap-gib", type=float, default=24.0, help="memory cap per GPU for the fit search")
     parser.add_argument("--fit-shapes", nargs="*", default=list(FIT_SHAPES))
     parser.add_argument("--checkpoints", type=Path, default=None, help="where synthetic checkpoints are written")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: course_lib/resources/measurements/ (package data notebook 08 reads)")
     parser.add_argument("--debug", action="store_true", help="tiny model on a CPU: checks the code path only")
     run(parser.parse_args())
 
@@ -64,7 +65,12 @@ def run(args) -> list[dict]:
     from course_lib.models import cache_dir
 
     checkpoints = args.checkpoints or cache_dir() / "synthetic"
+    if args.out is None:
+        from course_lib import resources
+
+        args.out = resources.source_folder("measurements")
     args.out.mkdir(parents=True, exist_ok=True)
+    runs = Path(tempfile.mkdtemp(prefix="scaling-out-runs-"))  # each launch's JSON log; the CSV keeps what matters
     csv_path = args.out / "scaling_out.csv"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     rows: list[dict] = []
@@ -100,7 +106,7 @@ def run(args) -> list[dict]:
             if cap_gib:
                 kw["cap_gib"] = cap_gib
             try:
-                log = distributed.launch(n, args.out / f"{shape}-{method}-{n}-{seq}-{batch}.json",
+                log = distributed.launch(n, runs / f"{shape}-{method}-{n}-{seq}-{batch}.json",
                                          config_file=config_file, timeout=1800, **kw)
                 peaks = log["peak_memory_bytes"] or [0]
                 row.update(status="ok", measured_gb_per_gpu=round(max(peaks) / 1e9, 3),

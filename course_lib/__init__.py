@@ -2,7 +2,8 @@
 
 One module per idea (``lowrank``, ``lora``, ``counting``, ``nf4``, ``memory``, ``data``, ``training``, ``qlora``,
 ``distributed``, ``longctx``) plus shared helpers (``models``, ``hardware``, ``plots``, ``widgets``, ``quiz``,
-``checks``, ``source``, ``fsutil``, ``train_loop`` and ``latency`` for notebook 02). Modules are imported on demand so
+``checks``, ``source``, ``fsutil``, ``train_loop`` and ``latency`` for notebook 02), and ``resources``: the files read
+at run time (tasks, accelerate configs, GPU tables), shipped inside the package. Modules are imported on demand so
 that ``import course_lib`` stays fast.
 """
 

@@ -8,7 +8,7 @@ Success is scored automatically (``score_record``: the fraction of the four fiel
 "did fine-tuning work?" is a number, not an impression. A second task, ``labels``, maps the same kind of messages
 to a one-line shipping label: two adapters trained on the two tasks show per-request adapter switching.
 
-The files in ``course_lib/data/`` were written by ``write_task_files()`` from the seeded generator below. Any JSONL
+The files in ``course_lib/resources/tasks/`` were written by ``write_task_files()`` from the seeded generator below. Any JSONL
 file whose rows hold ``instruction`` and ``response`` strings (or a chat ``messages`` list) works the same way
 through ``load_jsonl``.
 """
@@ -19,7 +19,6 @@ import json
 import random
 from pathlib import Path
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
 TASKS = ("orders", "labels")
 SYSTEM_PROMPT = "You are a precise assistant."  # short on purpose: the template's default costs ~20 tokens per row
 IGNORE_INDEX = -100  # the label value PyTorch's cross-entropy skips
@@ -69,8 +68,12 @@ def order_to_row(order: dict, task: str = "orders") -> dict:
     raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
 
 
-def write_task_files(folder: Path = DATA_DIR, n_train: int = 320, n_eval: int = 64, seed: int = 0) -> None:
-    """Regenerate ``{task}_{split}.jsonl``. Train and eval come from different seeds, so eval is held out."""
+def write_task_files(folder: Path | None = None, n_train: int = 320, n_eval: int = 64, seed: int = 0) -> None:
+    """Regenerate ``{task}_{split}.jsonl`` (by default into the checkout's ``course_lib/resources/tasks/``).
+    Train and eval come from different seeds, so eval is held out."""
+    from course_lib import resources
+
+    folder = Path(folder) if folder is not None else resources.source_folder("tasks")
     folder.mkdir(parents=True, exist_ok=True)
     splits = {"train": make_orders(n_train, seed), "eval": make_orders(n_eval, seed + 1)}
     for task in TASKS:
@@ -86,20 +89,24 @@ def load_jsonl(path: str | Path):
     Every row is checked first, so a bad row gets an error naming its line and the missing field instead of a
     KeyError deep inside training.
     """
+    path = Path(path)
+    return _rows_to_dataset(path.read_text(encoding="utf-8"), path.name)
+
+
+def _rows_to_dataset(text: str, name: str):
     from datasets import Dataset
 
-    path = Path(path)
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path.name}, row {lineno}: not valid JSON ({exc.msg}).") from exc
-        rows.append(_checked_row(row, f"{path.name}, row {lineno}"))
+            raise ValueError(f"{name}, row {lineno}: not valid JSON ({exc.msg}).") from exc
+        rows.append(_checked_row(row, f"{name}, row {lineno}"))
     if not rows:
-        raise ValueError(f"{path} holds no rows; expected one JSON object per line.")
+        raise ValueError(f"{name} holds no rows; expected one JSON object per line.")
     return Dataset.from_list(rows)
 
 
@@ -125,9 +132,12 @@ def load_task(name: str = "orders"):
     """The shipped task ``name`` as a ``DatasetDict`` with ``train`` and ``eval`` splits."""
     from datasets import DatasetDict
 
+    from course_lib import resources
+
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; the shipped tasks are {TASKS}. For your own data use load_jsonl(path).")
-    return DatasetDict({split: load_jsonl(DATA_DIR / f"{name}_{split}.jsonl") for split in ("train", "eval")})
+    files = {split: f"{name}_{split}.jsonl" for split in ("train", "eval")}
+    return DatasetDict({split: _rows_to_dataset(resources.read_text("tasks", f), f) for split, f in files.items()})
 
 
 # ------------------------------------------------------------------------------------------- chat formatting

@@ -1,8 +1,11 @@
 """LoRA and QLoRA on several processes with Hugging Face accelerate (notebook 08): one script, 1 to N processes.
 
-    accelerate launch --config_file configs/accelerate/ddp_cpu_2proc.yaml -m course_lib.distributed --out run.json
-    accelerate launch --config_file configs/accelerate/fsdp_2gpu_qlora.yaml -m course_lib.distributed \\
-        --model synthetic:llama-2-7b --method qlora --global-batch 2 --seq-len 512 --out run.json
+    accelerate launch --config_file $(python -m course_lib.distributed --config ddp_cpu_2proc.yaml) \\
+        -m course_lib.distributed --out run.json
+    accelerate launch --config_file $(python -m course_lib.distributed --config fsdp_2gpu_qlora.yaml) \\
+        -m course_lib.distributed --model synthetic:llama-2-7b --method qlora --global-batch 2 --seq-len 512 --out run.json
+
+The configs ship inside the package (``course_lib/resources/accelerate/``, ``config_text(name)`` shows one).
 
 The course writes no distributed code of its own: accelerate starts the processes, wraps the model in PyTorch's
 DDP or FSDP (chosen by the config file, not by this code) and all-reduces. What this module adds is the one rule
@@ -31,11 +34,21 @@ from pathlib import Path
 
 import torch
 
-from course_lib import data, memory, models, training
+import course_lib
+from course_lib import data, memory, models, resources, training
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
-CPU_CONFIG = CONFIG_DIR / "ddp_cpu_2proc.yaml"
+CPU_CONFIG = "ddp_cpu_2proc.yaml"  # a name in course_lib/resources/accelerate/
 METHODS = ("lora", "qlora")
+
+
+def config_names() -> list[str]:
+    """The accelerate configs the course ships."""
+    return resources.names("accelerate", ".yaml")
+
+
+def config_text(name: str) -> str:
+    """The text of the shipped accelerate config ``name`` (e.g. ``"fsdp_2gpu_qlora.yaml"``)."""
+    return resources.read_text("accelerate", name)
 
 
 # ----------------------------------------------------------------------------------------- the global batch
@@ -125,7 +138,7 @@ def run(args) -> dict | None:
         raise RuntimeError(
             f"expected {args.expect_processes} processes but this run has {world}. On a CPU, "
             "`accelerate launch --cpu --num_processes 2` starts ONE process (multi-CPU needs mpirun); use "
-            f"`accelerate launch --config_file {CPU_CONFIG.relative_to(CONFIG_DIR.parents[1])}` instead.")
+            f"`accelerate launch --config_file {resources.file('accelerate', CPU_CONFIG)}` instead.")
     if args.cap_gib and accelerator.device.type == "cuda":
         total = torch.cuda.get_device_properties(accelerator.device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.cap_gib * 2**30 / total), accelerator.device)
@@ -174,16 +187,17 @@ def run(args) -> dict | None:
                   backend=torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
                   timed_steps=max(args.steps - 1, 0), seconds=seconds, tokens_per_second=tokens / seconds if tokens else None,
                   peak_memory_bytes=peaks, device=str(accelerator.device), local_mean=args.local_mean)
+    if accelerator.is_main_process and args.out:
+        tmp = Path(args.out).with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, args.out)
+    # Free DDP's reducer while every process is still alive: its gloo group's destructor joins threads that wait
+    # on the peers, so freeing it after a peer has exited hangs that process (seen on a loaded 2-core CPU).
+    del model, optimizer
+    accelerator.free_memory()
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if args.out:
-            tmp = Path(args.out).with_suffix(".tmp")
-            tmp.write_text(json.dumps(result, indent=2))
-            os.replace(tmp, args.out)
-        accelerator.end_training()
-        return result
     accelerator.end_training()
-    return None
+    return result if accelerator.is_main_process else None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -204,11 +218,16 @@ def parser() -> argparse.ArgumentParser:
                    help="(for the demo) average per-process mean losses instead of normalizing by the global batch")
     p.add_argument("--expect-processes", type=int, default=0, help="fail unless launched with this many processes")
     p.add_argument("--out", default="", help="JSON file for the log (written by the main process)")
+    p.add_argument("--config", default="", help="print the path of a shipped accelerate config (e.g. ddp_2gpu.yaml) and exit")
     return p
 
 
 def main(argv=None) -> None:
-    run(parser().parse_args(argv))
+    args = parser().parse_args(argv)
+    if args.config:  # for a shell: accelerate launch --config_file "$(python -m course_lib.distributed --config NAME)"
+        print(resources.file("accelerate", args.config))
+        return
+    run(args)
 
 
 # --------------------------------------------------------------------------------- launching from Python
@@ -216,13 +235,17 @@ def launch(num_processes: int, out: str | Path, *, config_file: str | Path | Non
            **script_args) -> dict:
     """Run ``accelerate launch [...] -m course_lib.distributed`` on ``num_processes`` processes; return its log.
 
-    On a CPU, N > 1 uses ``configs/accelerate/ddp_cpu_2proc.yaml`` (DDP over gloo) with ``--num_processes N``.
+    On a CPU, N > 1 uses the shipped ``ddp_cpu_2proc.yaml`` (DDP over gloo) with ``--num_processes N``;
+    ``config_file`` is a path, or the name of a shipped config (``config_names()``).
     ``script_args`` become flags (``global_batch=8`` -> ``--global-batch 8``). Raises with the run's last output
     lines when it fails.
     """
-    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if config_file is None and num_processes > 1 and not torch.cuda.is_available():
         config_file = CPU_CONFIG
+    if config_file is not None and not Path(config_file).is_file():
+        with resources.as_path("accelerate", str(config_file)) as path:  # accelerate reads a real file
+            return launch(num_processes, out, config_file=path, timeout=timeout, **script_args)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if config_file is not None:
         cmd += ["--config_file", str(config_file)]
     elif not torch.cuda.is_available():
@@ -237,7 +260,8 @@ def launch(num_processes: int, out: str | Path, *, config_file: str | Path | Non
             continue
         cmd += [flag, *map(str, value)] if isinstance(value, (list, tuple)) else [flag, str(value)]
     env = dict(os.environ, OMP_NUM_THREADS=str(script_args.get("threads", 1)), TQDM_DISABLE="1",
-               PYTHONPATH=os.pathsep.join([str(CONFIG_DIR.parents[1]), os.environ.get("PYTHONPATH", "")]))
+               # the processes import this very course_lib, installed or not
+               PYTHONPATH=os.pathsep.join([str(Path(course_lib.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0 or not Path(out).is_file():
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])

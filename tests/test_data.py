@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from course_lib import data
+from course_lib import data, resources
 
 
 def test_shipped_task_loads_with_held_out_eval_split():
@@ -20,7 +20,7 @@ def test_shipped_task_loads_with_held_out_eval_split():
 def test_shipped_files_are_what_the_generator_writes(tmp_path):
     data.write_task_files(tmp_path)
     for path in tmp_path.glob("*.jsonl"):
-        assert path.read_text() == (data.DATA_DIR / path.name).read_text(), path.name
+        assert path.read_text() == resources.read_text("tasks", path.name), path.name
 
 
 def test_label_mask_covers_exactly_the_reply(chat_tokenizer):

@@ -58,3 +58,19 @@ def test_report_prints_versions(capsys):
         assert key in info and key in out
     assert info["device"] == HERE and info["compute dtype"] == str(HERE_DTYPE).removeprefix("torch.")
     assert ("gpu" in info) == (HERE == "cuda")
+
+
+def test_report_names_course_lib_and_datasets(monkeypatch):
+    import importlib.metadata
+
+    import course_lib
+
+    info = hardware.environment()
+    assert info["datasets"] != "not installed"
+    assert info["course_lib"].startswith(course_lib.__version__)  # "0.1.0", or "0.1.0 (editable)"
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)  # imported through PYTHONPATH
+    assert hardware.course_lib_version().startswith(f"{course_lib.__version__} (not pip-installed: imported from ")

@@ -1,14 +1,9 @@
 """course_lib.memory: the estimator's parts against counted parameters and a real 4-bit load; bad input."""
 
-import csv
-from pathlib import Path
-
 import pytest
 import torch
 
 from course_lib import memory, models
-
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "memory_accuracy.csv"
 
 
 def test_parameter_count_matches_the_model():
@@ -46,7 +41,7 @@ def test_weights_in_4bit_match_a_real_load_on_cpu():
 
 
 def test_committed_gpu_measurements_are_within_10_percent():
-    rows = list(csv.DictReader(RESULTS.open()))
+    rows = memory.gpu_measurements()
     assert len(rows) >= 16
     for row in rows:
         config = models.synthetic_config(row["shape"])

