@@ -279,7 +279,7 @@ def run(args) -> list[dict]:
     log(f"checkpoint ready in {time.perf_counter() - t:.0f} s")
     device, dtype = qlora.setup_device(preset)
     if not args.debug:
-        bench.cap = int(min(bench.cap, qlora._CAP_BYTES or bench.cap))
+        bench.cap = int(min(bench.cap, memory.usable_bytes("T4")))
     t = time.perf_counter()
     model, _ = qlora.load_4bit(preset, device, dtype)
     log(f"loaded in 4-bit in {time.perf_counter() - t:.0f} s")

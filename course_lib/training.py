@@ -217,6 +217,12 @@ class TrainResult:
         return sum(tokens) / sum(times)
 
 
+def _fingerprint(model) -> torch.Tensor:
+    """One number per trainable parameter (its sum of squares): cheap, and it moves when training moves it."""
+    with torch.no_grad():
+        return torch.stack([p.detach().float().pow(2).sum().cpu() for p in model.parameters() if p.requires_grad])
+
+
 def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
@@ -290,6 +296,7 @@ def train(model, train_dataset, *, pad_token_id: int = 0, steps: int = 60, lr: f
     device = _model_device(model)
     seed_everything(seed)
     free_memory()
+    before = _fingerprint(model)
     with contextlib.ExitStack() as stack:
         if output_dir is None:
             output_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="course-train-"))
@@ -317,6 +324,11 @@ def train(model, train_dataset, *, pad_token_id: int = 0, steps: int = 60, lr: f
             trainer.optimizer = None  # release the optimizer state before measuring "after"
             free_memory()
     model.eval()
+    if trainer.state.global_step > start_step and torch.equal(before, _fingerprint(model)):
+        raise RuntimeError(
+            f"{trainer.state.global_step - start_step} training steps ran but no trainable parameter changed: no "
+            "gradient reached them. Seen with bitsandbytes' CPU backend on a 4-bit model that generated text before "
+            "training: load the model afresh for training (generate afterwards, or on another copy).")
     return TrainResult(history=progress.history, seconds=seconds, steps=trainer.state.global_step - start_step,
                        tokens=int(trainer.state.num_input_tokens_seen), step_seconds=timer.seconds,
                        step_tokens=timer.tokens, max_batch_shape=collator.max_shape, load_bytes=measured.start_bytes,

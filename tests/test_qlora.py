@@ -155,3 +155,16 @@ def test_merged_model_refuses_synthetic():
 def test_load_model_refuses_other_bit_widths(tiny_4bit):
     with pytest.raises(ValueError, match="bits must be 4"):
         qlora.load_model(tiny_4bit, torch.device("cpu"), torch.float32, bits=8)
+
+
+def test_training_that_moves_no_parameter_is_refused(tiny_4bit):
+    """A run whose adapters receive no update (here lr=0; on a CPU also a 4-bit model that generated text first,
+    in bitsandbytes 0.50) must not pass as trained."""
+    from peft import get_peft_model
+
+    device, dtype = qlora.setup_device(tiny_4bit)
+    model, _ = qlora.load_4bit(tiny_4bit, device, dtype)
+    peft_model = get_peft_model(qlora.prepare(model, "lean"), qlora.lora_config(4, 8, ("q_proj", "v_proj")))
+    with pytest.raises(RuntimeError, match="no trainable parameter changed"):
+        training.train(peft_model, data.random_token_rows(peft_model.config.vocab_size, 16, 4), steps=2, lr=0.0,
+                       batch_size=2)
