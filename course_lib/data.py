@@ -125,9 +125,15 @@ def load_task(name: str = "orders"):
     """The shipped task ``name`` as a ``DatasetDict`` with ``train`` and ``eval`` splits."""
     from datasets import DatasetDict
 
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; the shipped tasks are {TASKS}. For your own data use load_jsonl(path).")
-    return DatasetDict({split: load_jsonl(DATA_DIR / f"{name}_{split}.jsonl") for split in ("train", "eval")})
+    from course_lib.heldout_tasks import RESOURCE_DIR
+    from course_lib.heldout_tasks import TASKS as HELDOUT_TASKS
+
+    if name not in TASKS + HELDOUT_TASKS:
+        raise ValueError(f"unknown task {name!r}; the shipped tasks are {TASKS + HELDOUT_TASKS}. For your own data "
+                         "use load_jsonl(path).")
+    # shipped task files live in course_lib/resources/tasks/ (new) or course_lib/data/ (the older place)
+    folder = next((d for d in (RESOURCE_DIR, DATA_DIR) if (d / f"{name}_train.jsonl").is_file()), RESOURCE_DIR)
+    return DatasetDict({split: load_jsonl(folder / f"{name}_{split}.jsonl") for split in ("train", "eval")})
 
 
 # ------------------------------------------------------------------------------------------- chat formatting
@@ -251,4 +257,4 @@ def score_exact(prediction: str, reference: str) -> float:
     return float(prediction.strip() == reference.strip())
 
 
-SCORERS = {"orders": score_record, "labels": score_exact}
+SCORERS = {"orders": score_record, "labels": score_exact, "orders_heldout": score_record, "facts": score_exact}
