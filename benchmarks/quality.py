@@ -26,8 +26,10 @@ GRIDS = {  # arm, learning rate
     # trainable parameters matched within 4%: attention 3840·r, MLP 6336·r, all-linear 10176·r per layer
     "placement": [(Arm("attention r=16", r=16, placement="attention"), 1e-3),
                   (Arm("MLP r=10", r=10, placement="mlp"), 1e-3), (Arm("all-linear r=6", r=6), 1e-3)],
-    "lr-sweep": [(Arm("LoRA r=8"), lr) for lr in (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)]
-                + [(Arm("full fine-tuning", method="full"), lr) for lr in (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)],
+    # the main grid already has LoRA at 1e-3 and full fine-tuning at 1e-4: each side's neighbours, nearest first
+    "lr-sweep": [(Arm("LoRA r=8"), 1e-2), (Arm("full fine-tuning", method="full"), 1e-3),
+                 (Arm("LoRA r=8"), 1e-4), (Arm("full fine-tuning", method="full"), 1e-5),
+                 (Arm("LoRA r=8"), 3e-2), (Arm("full fine-tuning", method="full"), 3e-6)],
 }
 
 

@@ -155,10 +155,14 @@ def read_csv(path: Path = MEASUREMENTS) -> list[dict]:
 MARGIN = 0.02  # score differences smaller than this are not called a difference (64 rows x 4 fields: 1/256 steps)
 
 
+MAIN_LR = {"full fine-tuning": 1e-4}  # the arms compared in the verdicts ran at these learning rates; others 1e-3
+
+
 def _pick(rows: list[dict], task: str, name: str) -> dict | None:
-    """The row of arm ``name`` on ``task`` (the best-scoring learning rate if several were run)."""
+    """The row of arm ``name`` on ``task`` at its main learning rate (the LR sweep adds rows at other rates)."""
     found = [r for r in rows if r.get("task") == task and r.get("name") == name]
-    return max(found, key=lambda r: (r["score"], -r["eval_loss"])) if found else None
+    at_main = [r for r in found if r.get("lr") in ("", None) or math.isclose(r["lr"], MAIN_LR.get(name, 1e-3))]
+    return (at_main or found or [None])[0]
 
 
 def verdicts(rows: list[dict], task: str) -> list[tuple[str, str, str]]:
