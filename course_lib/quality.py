@@ -224,6 +224,24 @@ def verdicts(rows: list[dict], task: str) -> list[tuple[str, str, str]]:
                     else "not determined: a best LR is at the edge of the grid"))
     else:
         out.append(("LoRA's best LR is ~10x full fine-tuning's", "", missing))
+    claim = "LoRA preserves the base model's knowledge (forgets less than full FT)"
+    if need("base (no training)", "LoRA r=8", "full fine-tuning"):
+        base = arm["base (no training)"]["general_loss"]
+        worst = {n: max(r["general_loss"] for r in rows if r.get("task") == task and r.get("name") == n)
+                 for n in ("LoRA r=8", "full fine-tuning")}
+        lo, fu = arm["LoRA r=8"]["general_loss"], arm["full fine-tuning"]["general_loss"]
+        measured = (f"general loss: base {base:.2f}; main LR LoRA {lo:.2f}, full {fu:.2f}; "
+                    f"worst LR LoRA {worst['LoRA r=8']:.2f}, full {worst['full fine-tuning']:.2f}")
+        if lo <= base and fu <= base:
+            v = "no forgetting visible at the main LRs"
+            if worst["full fine-tuning"] > base or worst["LoRA r=8"] > base:
+                v += ("; at larger LRs " + ("both forget" if min(worst.values()) > base else "only one forgets")
+                      + (", full FT more" if worst["full fine-tuning"] > worst["LoRA r=8"] else ", LoRA more"))
+        else:
+            v = "holds" if lo < fu else "does not hold"
+        out.append((claim, measured, v))
+    else:
+        out.append((claim, "", missing))
     if need("QLoRA r=8", "LoftQ r=8", "LoRA r=8"):
         gap = arm["LoRA r=8"]["score"] - arm["QLoRA r=8"]["score"]
         closed = arm["LoftQ r=8"]["score"] - arm["QLoRA r=8"]["score"]
