@@ -44,6 +44,8 @@ def test_lr_sweep_verdict_needs_an_interior_best():
              for lr, loss in ((1e-5, 2.0), (1e-4, 1.0), (1e-3, 1.5))]
     v = {c: (m, verdict) for c, m, verdict in quality.verdicts(rows, "t")}
     assert v["LoRA's best LR is ~10x full fine-tuning's"] == ("best LoRA 0.001 / full 0.0001 = 10x", "holds")
+    assert v["LoRA reaches 95-98% of full fine-tuning"] == ("r=8 / full = 1.00 at the main LRs, 1.00 at each one's "
+                                                           "best LR", "holds")
     rows[2]["eval_loss"] = 0.5  # LoRA's best now at the largest learning rate tried
     v = {c: verdict for c, _, verdict in quality.verdicts(rows, "t")}
     assert v["LoRA's best LR is ~10x full fine-tuning's"].startswith("not determined")
