@@ -253,7 +253,7 @@ def verdicts(rows: list[dict], task: str) -> list[tuple[str, str, str]]:
     if need("QLoRA r=8", "LoftQ r=8", "LoRA r=8"):
         gap = arm["LoRA r=8"]["score"] - arm["QLoRA r=8"]["score"]
         closed = arm["LoftQ r=8"]["score"] - arm["QLoRA r=8"]["score"]
-        v = ("no gap to close (QLoRA within the margin of LoRA)" if abs(gap) <= MARGIN else
+        v = ("no gap to close (QLoRA is not below LoRA by more than the margin)" if gap <= MARGIN else
              "holds" if closed >= gap / 2 else "does not hold")
         out.append(("LoftQ closes the QLoRA-vs-LoRA gap", f"gap {gap:+.3f}, LoftQ recovers {closed:+.3f}", v))
     else:

@@ -34,6 +34,8 @@ def test_verdicts_follow_the_numbers():
     assert v["attention-only underperforms MLP-only at equal parameters"][1] == "not measured in this run"
     v = dict((c, verdict) for c, _, verdict in quality.verdicts(_rows(full=0.9, r8=0.5), "t"))
     assert v["LoRA reaches 95-98% of full fine-tuning"] == "does not hold"
+    v = dict((c, verdict) for c, _, verdict in quality.verdicts(_rows(r8=0.70, q=0.75, lq=0.72), "t"))
+    assert v["LoftQ closes the QLoRA-vs-LoRA gap"].startswith("no gap to close")
     assert v["r=64 often does not beat r=8"] == "not measured in this run"
 
 
