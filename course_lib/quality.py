@@ -235,15 +235,17 @@ def verdicts(rows: list[dict], task: str) -> list[tuple[str, str, str]]:
     claim = "LoRA preserves the base model's knowledge (forgets less than full FT)"
     if need("base (no training)", "LoRA r=8", "full fine-tuning"):
         base = arm["base (no training)"]["general_loss"]
-        worst = {n: max(r["general_loss"] for r in rows if r.get("task") == task and r.get("name") == n)
+        # the same step up for both: ten times each one's main learning rate (the sweep's nearest larger rate)
+        worst = {n: max([r["general_loss"] for r in rows if r.get("task") == task and r.get("name") == n
+                         and math.isclose(r["lr"] or 0, 10 * MAIN_LR.get(n, 1e-3))] or [float("nan")])
                  for n in ("LoRA r=8", "full fine-tuning")}
         lo, fu = arm["LoRA r=8"]["general_loss"], arm["full fine-tuning"]["general_loss"]
         measured = (f"general loss: base {base:.2f}; main LR LoRA {lo:.2f}, full {fu:.2f}; "
-                    f"worst LR LoRA {worst['LoRA r=8']:.2f}, full {worst['full fine-tuning']:.2f}")
+                    f"10x main LR LoRA {worst['LoRA r=8']:.2f}, full {worst['full fine-tuning']:.2f}")
         if lo <= base and fu <= base:
             v = "no forgetting visible at the main LRs"
-            if worst["full fine-tuning"] > base or worst["LoRA r=8"] > base:
-                v += ("; at larger LRs " + ("both forget" if min(worst.values()) > base else "only one forgets")
+            if all(math.isfinite(x) for x in worst.values()) and max(worst.values()) > base:
+                v += ("; at 10x those LRs " + ("both forget" if min(worst.values()) > base else "only one forgets")
                       + (", full FT more" if worst["full fine-tuning"] > worst["LoRA r=8"] else ", LoRA more"))
         else:
             v = "holds" if lo < fu else "does not hold"

@@ -65,9 +65,10 @@ def test_forgetting_verdict_reads_the_general_loss_against_the_base():
     rows = [{"task": "t", "name": "base (no training)", "general_loss": 3.0, "score": 0.0, "eval_loss": 1.0, "lr": ""},
             {"task": "t", "name": "LoRA r=8", "general_loss": 2.5, "score": 0.5, "eval_loss": 1.0, "lr": 1e-3},
             {"task": "t", "name": "full fine-tuning", "general_loss": 2.4, "score": 0.5, "eval_loss": 1.0, "lr": 1e-4},
-            {"task": "t", "name": "full fine-tuning", "general_loss": 8.0, "score": 0.5, "eval_loss": 1.0, "lr": 1e-3}]
+            {"task": "t", "name": "full fine-tuning", "general_loss": 8.0, "score": 0.5, "eval_loss": 1.0, "lr": 1e-3},
+            {"task": "t", "name": "LoRA r=8", "general_loss": 2.9, "score": 0.5, "eval_loss": 1.0, "lr": 1e-2}]
     v = {c: verdict for c, _, verdict in quality.verdicts(rows, "t")}
     claim = "LoRA preserves the base model's knowledge (forgets less than full FT)"
-    assert v[claim] == "no forgetting visible at the main LRs; at larger LRs only one forgets, full FT more"
+    assert v[claim] == "no forgetting visible at the main LRs; at 10x those LRs only one forgets, full FT more"
     rows[1]["general_loss"] = 3.5
     assert {c: verdict for c, _, verdict in quality.verdicts(rows, "t")}[claim] == "does not hold"
