@@ -133,9 +133,11 @@ def load_task(name: str = "orders"):
     from datasets import DatasetDict
 
     from course_lib import resources
+    from course_lib.heldout_tasks import TASKS as HELDOUT_TASKS
 
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; the shipped tasks are {TASKS}. For your own data use load_jsonl(path).")
+    if name not in TASKS + HELDOUT_TASKS:
+        raise ValueError(f"unknown task {name!r}; the shipped tasks are {TASKS + HELDOUT_TASKS}. For your own data "
+                         "use load_jsonl(path).")
     files = {split: f"{name}_{split}.jsonl" for split in ("train", "eval")}
     return DatasetDict({split: _rows_to_dataset(resources.read_text("tasks", f), f) for split, f in files.items()})
 
@@ -261,7 +263,7 @@ def score_exact(prediction: str, reference: str) -> float:
     return float(prediction.strip() == reference.strip())
 
 
-SCORERS = {"orders": score_record, "labels": score_exact}
+SCORERS = {"orders": score_record, "labels": score_exact, "orders_heldout": score_record, "facts": score_exact}
 
 
 def random_token_rows(vocab_size: int, seq_len: int, n: int, seed: int = 0) -> list[dict]:

@@ -350,6 +350,22 @@ QUIZZES: dict[str, list[Question]] = {
            ("it doubles the adapter size", "Dropout has no parameters."),
            ("it disables gradient checkpointing", "Checkpointing still runs; dropout adds saved tensors inside it.")),
     ],
+    "09": [
+        Question("Why can notebook 06's `orders` task not compare LoRA with full fine-tuning?",
+                 ("it is too small to train on a CPU", "its eval rows reuse the training names, items, cities and "
+                  "templates, so every method reaches 1.00", "it has no eval split", "its score is a loss"), 1,
+                 "A task that every arm aces hides every difference; `orders_heldout` evaluates on unseen entities "
+                 "and templates."),
+        Question("What does PiSSA freeze?",
+                 ("the top-r singular directions of W", "the residual W - BA left after moving W's top-r singular "
+                  "directions into the adapter", "nothing: it trains W", "the quantized weights"), 1,
+                 "The adapter starts as W's principal part and is trained; the rest of W stays frozen."),
+        Question("A rank-8 LoftQ adapter removes only a small share of NF4's error on a weight. Why?",
+                 ("LoftQ is buggy", "rounding noise is spread over nearly all singular directions, and rank 8 "
+                  "captures only 8 of them", "NF4 has no error", "LoftQ only works on embeddings"), 1,
+                 "The quantization error is close to full rank; a low-rank correction captures its largest few "
+                 "directions only."),
+    ],
 }
 
 

@@ -134,6 +134,56 @@ for shape, claim_16, claim_4 in [("llama-2-7b", 28, 4.5), ("llama-2-70b", 140, 3
 # "7B: 28 GB fp16" is wrong: 28 GB is the fp32 size, fp16 is 13.5 GB (the lesson notes' 14 GB is right). NF4 makes
 # 7B about 3.9 GB, not 4.5; 70B's "140 GB → ~35 GB" holds.
 #
+# ## 3b · Which full fine-tuning recipe: 8 or 16 bytes per parameter?
+#
+# The full fine-tuning rows above assume **pure bf16 AdamW**: weights, gradients and both AdamW moments in bf16,
+# 2 + 2 + 4 = 8 bytes per parameter (`memory.bytes_per_param("full")`, printed in section 1). The **standard
+# mixed-precision** recipe keeps an fp32 master copy of the weights and fp32 moments beside the bf16 weights and
+# gradients: 2 + 2 + 4 + 8 = 16 bytes per parameter. Activations and logits are the same, so the mixed-precision
+# peak is the estimate above plus 8 more bytes per parameter. The seed notes' full fine-tuning numbers under both:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+pure_bytes = sum(memory.bytes_per_param("full").values())
+mixed_bytes = 2 + 2 + 4 + 8  # bf16 weights and gradients, fp32 master weights, fp32 moments
+print(f"bytes per parameter: pure bf16 AdamW {pure_bytes:g}, mixed precision {mixed_bytes}")
+for shape, method, claim, where in seed_claims:
+    if method != "full":
+        continue
+    pure = pred[shape]["full"]
+    mixed = pure + (mixed_bytes - pure_bytes) * memory.parameter_count(configs[shape]) / 1e9
+    print(f"{shape:<12} claimed ~{claim:>4} GB ({where}): pure bf16 {pure:6.1f} GB -> {verdict(claim, pure):8}, "
+          f"mixed precision {mixed:6.1f} GB -> {verdict(claim, mixed)}")
+
+# %% [markdown]
+# So "~56 GB for 7B" holds only for pure bf16 AdamW; with the standard mixed-precision recipe a 7B full fine-tune
+# needs about twice as much, and every full fine-tuning number of the seed notes is too low for it.
+#
+# Three more claims of the seed notes:
+#
+# * **"~3× model size in GPU VRAM just to start training"** (model + gradients + Adam's two moments): its own list
+#   adds up to 1 + 1 + 2 = 4× the weights in one dtype, and the mixed-precision recipe needs 16 / 2 = 8× the bf16
+#   model, before any activation (computed below). **Does not hold.**
+# * **"The LoRA paper suggests α = 2r"**: it does not. Hu et al. (2021, section 4.1) set α to the first r they try
+#   and do not tune it, so the update's scale α/r starts at 1; α = 2r is a later rule of thumb. **Does not hold as
+#   attributed.** (With α = 2r, α/r = 2 at every rank: notebook 09 uses it so that ranks compare at equal scale.)
+# * **"Enables training 33B+ models on 24 GB VRAM GPUs (e.g., RTX 3090, T4)"**: checked against the estimator below
+#   (QLoRA, r = 8 on q and v, 512 tokens, batch 1). A T4 has 16 GB, not 24.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"full fine-tuning, multiples of the 16-bit weights: pure bf16 {pure_bytes / 2:g}x, mixed precision "
+      f"{mixed_bytes / 2:g}x (the seed says ~3x)")
+q33 = pred["llama-33b"]["qlora"]
+for gpu, gb in (("RTX 3090", 24), ("T4", 16)):
+    fits = q33 <= 0.9 * gb  # keep ~10% for the CUDA context and fragmentation
+    print(f"33B QLoRA predicted {q33:.1f} GB on a {gb} GB {gpu}: {'fits' if fits else 'does not fit'}")
+
+# %% [markdown]
+# "33B+ on 24 GB GPUs" **holds only for the 24 GB card and short sequences** (it has a few GB to spare at 512
+# tokens; section 4 shows how activations and logits grow with tokens), and **does not hold for the T4**, a 16 GB
+# card. "33B+" stretches it further: the weights alone grow with the parameter count.
+#
 # ## 4 · Activations and logits as batch and sequence grow
 
 # %%
