@@ -175,9 +175,10 @@ for shape, method, claim, where in seed_claims:
 print(f"full fine-tuning, multiples of the 16-bit weights: pure bf16 {pure_bytes / 2:g}x, mixed precision "
       f"{mixed_bytes / 2:g}x (the seed says ~3x)")
 q33 = pred["llama-33b"]["qlora"]
-for gpu, gb in (("RTX 3090", 24), ("T4", 16)):
-    fits = q33 <= 0.9 * gb  # keep ~10% for the CUDA context and fragmentation
-    print(f"33B QLoRA predicted {q33:.1f} GB on a {gb} GB {gpu}: {'fits' if fits else 'does not fit'}")
+for gpu in ("RTX 3090 / 4090", "T4"):  # the one rule: the card less memory.HEADROOM_GIB
+    fits = q33 * 1e9 <= memory.usable_bytes(gpu)
+    print(f"33B QLoRA predicted {q33:.1f} GB on a {gpu} ({memory.usable_bytes(gpu) / 2**30:.1f} GiB usable): "
+          f"{'fits' if fits else 'does not fit'}")
 
 # %% [markdown]
 # "33B+ on 24 GB GPUs" **holds only for the 24 GB card and short sequences** (it has a few GB to spare at 512
@@ -218,7 +219,9 @@ for shape in ("smollm2-135m", "llama-3.2-1b", "llama-2-7b"):
 # %% [markdown]
 # ## 6 · What fits on a 16 GB T4
 #
-# A T4 has no bf16: compute in fp16 (same bytes). Keep ~10% for the CUDA context and fragmentation.
+# A T4 has no bf16: compute in fp16 (same bytes). The one rule the course uses everywhere (`memory.fits`): a run
+# fits when its predicted peak stays `memory.HEADROOM_GIB` (0.5 GiB, for the CUDA context and fragmentation) under
+# the card's memory as `nvidia-smi` reports it (`memory.GPU_GIB`): 14.5 GiB on a T4.
 
 # %%
 # NBVAL_CHECK_OUTPUT
