@@ -156,6 +156,19 @@ for r in sorted(results, key=lambda r: (r["name"], r.get("lr") or 0)):
           f"{r['general_loss']:>12.3f} {r.get('seconds') or '-':>7}")
 
 # %%
+import matplotlib.pyplot as plt
+
+arms = sorted(results, key=lambda r: r["score"])
+fig, ax = plt.subplots(figsize=(8, 0.28 * len(arms) + 1))
+ax.barh([f"{r['name']} (lr {r['lr']:g})" if r.get("lr") not in ("", None) else r["name"] for r in arms],
+        [r["score"] for r in arms], color=["tab:red" if r["name"] == "full fine-tuning" else "tab:blue" for r in arms])
+ax.axvline(ref["full fine-tuning"], color="tab:red", ls="--", lw=1, label="full fine-tuning at its default LR")
+ax.set_xlabel("held-out score (orders_heldout, 64 rows)")
+ax.set_title("Every arm, same data, seed and step budget")
+ax.legend(fontsize=8)
+plt.show()
+
+# %%
 show_source(quality.verdicts)
 
 # %%
