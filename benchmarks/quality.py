@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from course_lib import models, quality  # noqa: E402
+from course_lib import models, quality, resources  # noqa: E402
 
 Arm = quality.Arm
 GRIDS = {  # arm, learning rate
@@ -43,7 +43,7 @@ def main(argv=None) -> None:
     parser.add_argument("--n-eval", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--base", action="store_true", help="also measure the untrained base model first")
-    parser.add_argument("--out", type=Path, default=quality.MEASUREMENTS)
+    parser.add_argument("--out", type=Path, default=resources.source_folder("measurements") / quality.RESULTS_CSV)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     _, tokenizer = models.load_causal_lm(verbose=False)

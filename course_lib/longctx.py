@@ -567,21 +567,3 @@ def equivalence_table(arch: str = "llama", seq_len: int = 48, seed: int = 0) -> 
                      "|loss difference|": abs(loss - ref_loss), "max relative gradient difference": rel})
     zero_gradients(model)
     return rows
-
-
-MEASUREMENTS = ("long_context.csv", "long_context_unsloth.csv")
-
-
-def measurements(name: str = "long_context.csv") -> list[dict]:
-    """Rows of a committed GPU run of ``benchmarks/long_context.py`` (or ``_unsloth.py``), from
-    ``course_lib/resources/measurements``; FileNotFoundError (saying how to make it) when it is not there."""
-    import csv
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent / "resources" / "measurements" / name
-    if not path.is_file():
-        script = "long_context_unsloth.py" if "unsloth" in name else "long_context.py"
-        raise FileNotFoundError(f"{path.name} is not measured yet: run python benchmarks/{script} --out "
-                                "course_lib/resources/measurements on a CUDA GPU (about 9 minutes)")
-    with path.open() as f:
-        return list(csv.DictReader(f))

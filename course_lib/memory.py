@@ -16,14 +16,15 @@ The peak is the static part (weights, quantization state, adapters, their gradie
 of three moments: the loss (logits, log-softmax and their gradients: 12 bytes per logit), the backward pass of one
 recomputed decoder layer, and (full fine-tuning) the optimizer step. The per-part fields of ``MemoryEstimate`` say
 what is alive at that peak. Every allocation is rounded up to 512 bytes as the CUDA caching allocator does.
+
+
+Measuring what this predicts is ``course_lib.measurement``'s job; the GPU measurements that check it are
+``resources.measurements("memory_accuracy.csv")`` (written by ``benchmarks/memory_accuracy.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import resource
 from dataclasses import dataclass, field
 
 import torch
@@ -330,83 +331,6 @@ def bytes_per_param(method: str, compute_dtype: torch.dtype = torch.bfloat16, bl
     return {"weights": bits_per_param(blocksize, double_quant) / 8, "gradients": 0, "optimizer": 0}
 
 
-# --------------------------------------------------------------------------------------------- measuring
-@dataclass
-class Measurement:
-    device: str
-    start_bytes: int = 0
-    peak_bytes: int = 0
-    end_bytes: int = 0
-    note: str = ""
-
-    @property
-    def peak_increase_bytes(self) -> int:
-        return self.peak_bytes - self.start_bytes
-
-    def __str__(self) -> str:
-        return (f"{self.device}: start {self.start_bytes / GB:.3f} GB, peak {self.peak_bytes / GB:.3f} GB, "
-                f"end {self.end_bytes / GB:.3f} GB{' (' + self.note + ')' if self.note else ''}")
-
-
-def _rss_bytes() -> int:
-    import psutil
-
-    return psutil.Process().memory_info().rss
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter (VmHWM) of this process; False where that is not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_bytes() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if os.uname().sysname == "Darwin" else 1024)
-
-
-@contextlib.contextmanager
-def measure(device: str | torch.device | None = None):
-    """Measure peak memory inside a ``with`` block: ``torch.cuda.max_memory_allocated`` on CUDA (tensors only),
-    peak resident set size of the whole process on CPU (tensors + Python + libraries).
-
-    >>> with measure() as m:
-    ...     model = load()
-    >>> print(m.peak_bytes, m.peak_increase_bytes)
-    """
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    m = Measurement(device=str(device))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        m.start_bytes = torch.cuda.memory_allocated(device)
-        try:
-            yield m
-        finally:
-            torch.cuda.synchronize(device)
-            m.peak_bytes = torch.cuda.max_memory_allocated(device)
-            m.end_bytes = torch.cuda.memory_allocated(device)
-            m.note = "torch.cuda.max_memory_allocated"
-    else:
-        m.note = "peak RSS" if _reset_peak_rss() else "peak RSS since the process started"
-        m.start_bytes = _rss_bytes()
-        try:
-            yield m
-        finally:
-            m.end_bytes = _rss_bytes()
-            m.peak_bytes = max(_peak_rss_bytes(), m.end_bytes)
-
-
 # --------------------------------------------------------------------------------------------- which GPU fits
 # One table of GPUs, in GiB as nvidia-smi reports each card, and one rule for "fits": the predicted peak of
 # allocated tensors must stay HEADROOM_GIB under the card, which is left to the CUDA context (0.3-0.5 GiB) and the
@@ -426,32 +350,3 @@ def usable_bytes(gpu: str = "T4") -> int:
 def fits(estimate: MemoryEstimate, gpu: str = "T4") -> bool:
     """Whether ``estimate``'s peak fits ``gpu`` by the one rule above (``usable_bytes``)."""
     return estimate.total_bytes <= usable_bytes(gpu)
-
-
-def tensor_bytes(model) -> int:
-    """Bytes of every parameter and buffer of ``model``, plus bitsandbytes' quantization state (absmax, ...)."""
-    seen, total = set(), 0
-    tensors = list(model.parameters()) + list(model.buffers())
-    for p in list(model.parameters()):
-        state = getattr(p, "quant_state", None)
-        if state is not None:
-            tensors += [state.absmax, state.code] + ([state.state2.absmax, state.state2.code, state.offset]
-                                                     if state.nested else [])
-    for t in tensors:
-        key = (t.untyped_storage().data_ptr(), t.device)
-        if key not in seen:
-            seen.add(key)
-            total += t.untyped_storage().nbytes()
-    return total
-
-
-RESULTS_CSV = "memory_accuracy.csv"  # in course_lib/resources/measurements/, written by benchmarks/memory_accuracy.py
-
-
-def gpu_measurements() -> list[dict]:
-    """The committed predicted-vs-measured rows of ``benchmarks/memory_accuracy.py`` (run on a GPU)."""
-    import csv
-
-    from course_lib import resources
-
-    return list(csv.DictReader(resources.read_text("measurements", RESULTS_CSV).splitlines()))

@@ -19,9 +19,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from course_lib import data, heldout_tasks, models, training, variants
+from course_lib import data, heldout_tasks, models, resources, training, variants
 
-MEASUREMENTS = Path(__file__).resolve().parent / "resources" / "measurements" / "quality.csv"
+RESULTS_CSV = "quality.csv"  # committed in course_lib/resources/measurements/ by benchmarks/quality.py
 INITS = ("zero", "pissa", "loftq")
 PLACEMENTS = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"], "mlp": ["gate_proj", "up_proj", "down_proj"],
               "all-linear": "all-linear", "q,v": ["q_proj", "v_proj"]}
@@ -139,16 +139,20 @@ def append_csv(path: Path, row: dict) -> None:
         writer.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def read_csv(path: Path = MEASUREMENTS) -> list[dict]:
-    """The rows of a results CSV, numbers as floats where they parse."""
+def read_csv(path: Path | None = None) -> list[dict]:
+    """The rows of a results CSV (default: the committed ``quality.csv``), numbers as floats where they parse."""
     def value(v):
         try:
             return float(v)
         except ValueError:
             return v
 
-    with open(path, encoding="utf-8") as f:
-        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    if path is None:
+        rows = resources.measurements(RESULTS_CSV)
+    else:
+        with open(path, encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    return [{k: value(v) for k, v in row.items()} for row in rows]
 
 
 # ------------------------------------------------------------------------------------------------- verdicts

@@ -193,7 +193,7 @@ class TrainResult:
     step_seconds: list = field(default_factory=list)
     step_tokens: list = field(default_factory=list)
     max_batch_shape: tuple = (0, 0)  # the largest (rows, tokens) batch trained on: what the peak depends on
-    load_bytes: int = 0  # memory.measure around training: allocated before (weights, quantization state, adapters),
+    load_bytes: int = 0  # measurement.measure around training: allocated before (weights, quantization state, adapters),
     peak_bytes: int = 0  # ... the peak during training,
     after_bytes: int = 0  # ... and after it (optimizer state and activations released)
     memory_note: str = ""
@@ -280,14 +280,14 @@ def train(model, train_dataset, *, pad_token_id: int = 0, steps: int = 60, lr: f
           collate_fn=data.collate, callbacks=(), desc: str = "training", compute_dtype: torch.dtype | None = None,
           scheduler: str = "linear") -> TrainResult:
     """Train the trainable parameters of ``model`` (its LoRA adapters, or all of them) for ``steps`` steps with
-    ``Trainer``, on the device the model is on; measure memory (``memory.measure``) and every step's time.
+    ``Trainer``, on the device the model is on; measure memory (``measurement.measure``) and every step's time.
 
     ``train_dataset`` is tokenized (``data.tokenize_dataset``). With ``save_steps`` a checkpoint is written every
     that many steps into ``output_dir``; ``resume=True`` continues from the last complete one. ``compute_dtype``
     (CUDA only): fp16/bf16 mixed precision; None is fp32. Training stops at the first non-finite loss
     (``NonFiniteLossError``).
     """
-    from course_lib import memory
+    from course_lib import measurement
 
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("the model has no trainable parameters: add LoRA first (training.add_lora).")
@@ -313,7 +313,7 @@ def train(model, train_dataset, *, pad_token_id: int = 0, steps: int = 60, lr: f
         # transformers 5.2x warns about its own deprecated call inside Trainer: not something a student can fix
         stack.enter_context(warnings.catch_warnings())
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        measured = stack.enter_context(memory.measure(device))
+        measured = stack.enter_context(measurement.measure(device))
         start = time.perf_counter()
         try:
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

@@ -46,7 +46,7 @@ hardware.report()
 import torch
 from transformers import BitsAndBytesConfig
 
-from course_lib import memory, models, plots
+from course_lib import measurement, memory, models, plots, resources
 from course_lib.source import show_source
 
 _ = torch.manual_seed(0)
@@ -241,7 +241,7 @@ for shape, config in configs.items():
 
 # %%
 # NBVAL_CHECK_OUTPUT
-rows = memory.gpu_measurements()
+rows = resources.measurements("memory_accuracy.csv")
 print(f"measured on {rows[0]['device']} on {rows[0]['date']}")
 print(f"{'shape':<14}{'method':<7}{'targets':<12}{'seq':>5}{'predicted':>11}{'measured':>10}{'error':>8}")
 for r in rows:
@@ -263,10 +263,10 @@ print(f"largest error: {max(abs(float(r['error_pct'])) for r in rows):.1f}%")
 # %%
 bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                          bnb_4bit_compute_dtype=torch.float32)
-with memory.measure("cpu") as m:
+with measurement.measure("cpu") as m:
     qmodel, _tok = models.load_causal_lm(quantization_config=bnb)
 predicted = memory.estimate_training_memory(qmodel.config, "qlora")
-print(f"tensors of the loaded model: {memory.tensor_bytes(qmodel) / 1e6:.1f} MB; predicted weights + quantization "
+print(f"tensors of the loaded model: {measurement.tensor_bytes(qmodel) / 1e6:.1f} MB; predicted weights + quantization "
       f"state: {(predicted.weights + predicted.quant_state) / 1e6:.1f} MB")
 print(f"process memory: +{(m.end_bytes - m.start_bytes) / 1e6:.0f} MB after loading, peak +{m.peak_increase_bytes / 1e6:.0f} MB ({m.note}; "
       "includes the fp32 weights read before quantization and the libraries loaded)")

@@ -86,7 +86,7 @@ import matplotlib.pyplot as plt
 import torch
 from peft import get_peft_model
 
-from course_lib import data, memory, models, plots, qlora, training
+from course_lib import data, measurement, memory, models, plots, qlora, training
 from course_lib.source import show_source
 
 torch.manual_seed(0)
@@ -199,7 +199,7 @@ except qlora.ModelTooLargeError as err:
 # only), scored on held-out rows by the fraction of the four fields the reply gets right.
 
 # %%
-with memory.measure(device) as load:
+with measurement.measure(device) as load:
     model, tokenizer = qlora.load_4bit(preset, device, compute_dtype)
 print(load)
 q_proj = model.model.layers[0].self_attn.q_proj
@@ -268,7 +268,7 @@ print(f"largest batch trained on: {rows_} x {tokens_} tokens (worst case allowed
 print(f"predicted peak {real.total_bytes / 1e9:.3f} GB ({real.peak_phase}); measured {run.peak_bytes / 1e9:.3f} GB "
       f"({run.memory_note}): error {100 * (real.total_bytes - run.peak_bytes) / run.peak_bytes:+.1f}%")
 if device.type == "cuda":
-    workspace = run.load_bytes - memory.tensor_bytes(peft_model)
+    workspace = run.load_bytes - measurement.tensor_bytes(peft_model)
     with_ws = real.total_bytes + workspace
     print(f"CUDA workspaces held before training (measured): {workspace / 1e6:.0f} MB -> predicted + workspaces "
           f"{with_ws / 1e9:.3f} GB: error {100 * (with_ws - run.peak_bytes) / run.peak_bytes:+.1f}%")

@@ -50,7 +50,7 @@ hardware.report()
 # %%
 import torch
 
-from course_lib import longctx, memory, models, plots
+from course_lib import longctx, memory, models, plots, resources
 from course_lib.source import show_source
 
 torch.manual_seed(0)
@@ -168,14 +168,14 @@ assert all(r["max relative gradient difference"] < 1e-4 for r in checks)
 
 # %%
 try:
-    measured = longctx.measurements()
+    measured = resources.measurements("long_context.csv")
 except FileNotFoundError as err:
     measured = []
     print(err)
     if GPU:
         print(f"A CUDA GPU is here ({torch.cuda.get_device_name(0)}): that command measures it (about 9 minutes).")
 try:
-    unsloth_rows = longctx.measurements("long_context_unsloth.csv")
+    unsloth_rows = resources.measurements("long_context_unsloth.csv")
 except FileNotFoundError as err:
     unsloth_rows = []
     print(err)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from course_lib import memory, models
+from course_lib import measurement, memory, models, resources
 
 
 def test_parameter_count_matches_the_model():
@@ -41,7 +41,7 @@ def test_weights_in_4bit_match_a_real_load_on_cpu():
 
 
 def test_committed_gpu_measurements_are_within_10_percent():
-    rows = memory.gpu_measurements()
+    rows = resources.measurements("memory_accuracy.csv")
     assert len(rows) >= 16
     for row in rows:
         config = models.synthetic_config(row["shape"])
@@ -66,7 +66,7 @@ def test_bad_input():
 def test_measure_sees_a_tensor_come_and_go():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     size = 200_000_000  # 200 MB, touched (torch.ones writes every byte, so the pages are resident)
-    with memory.measure(device) as m:
+    with measurement.measure(device) as m:
         x = torch.ones(size, dtype=torch.uint8, device=device)
         del x
     assert m.device == device

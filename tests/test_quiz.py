@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import GPT2Config
 
-from course_lib import counting, data, lora, lowrank, memory, models, nf4, quiz
+from course_lib import counting, data, lora, lowrank, memory, models, nf4, quiz, resources
 
 NOTEBOOKS = [f"{i:02d}" for i in range(1, 9)]
 
@@ -72,7 +72,7 @@ def _facts():
     n = 4096 * 4096
     lora7, qlora7 = memory.estimate_training_memory(c7, "lora"), memory.estimate_training_memory(c7, "qlora")
     lora1, qlora1 = memory.estimate_training_memory(c1, "lora"), memory.estimate_training_memory(c1, "qlora")
-    rows = memory.gpu_measurements()
+    rows = resources.measurements("memory_accuracy.csv")
     measured = {(r["shape"], r["method"], r["targets"], r["seq_len"]): r for r in rows}
     params7 = memory.parameter_count(c7)
     adapters7 = counting.lora_param_count(llama7b, qv, 8)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from course_lib import data, distributed, memory, resources
+from course_lib import data, distributed, resources
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def test_readers_use_the_shipped_files():
     assert set(resources.names("tasks", ".jsonl")) >= {f"{t}_{s}.jsonl" for t in data.TASKS for s in ("train", "eval")}
     assert "ddp_cpu_2proc.yaml" in distributed.config_names()
     assert "num_processes: 2" in distributed.config_text("ddp_cpu_2proc.yaml")
-    assert len(memory.gpu_measurements()) >= 16
+    assert len(resources.measurements("memory_accuracy.csv")) >= 16
     with resources.as_path("accelerate", "ddp_cpu_2proc.yaml") as path:  # a real file, as accelerate needs
         assert path.is_file() and path.read_text() == distributed.config_text("ddp_cpu_2proc.yaml")
 
@@ -39,9 +39,8 @@ def test_missing_resources_are_explained(monkeypatch):
         resources.folder("configs")
     with pytest.raises(FileNotFoundError, match=r"ships no accelerate/ddp_9gpu.yaml \(it has: ddp_2gpu.yaml"):
         distributed.launch(2, "/tmp/never-written.json", config_file="ddp_9gpu.yaml")
-    monkeypatch.setattr(memory, "RESULTS_CSV", "gone.csv")
     with pytest.raises(FileNotFoundError, match="ships no measurements/gone.csv.*python benchmarks/memory_accuracy.py"):
-        memory.gpu_measurements()
+        resources.measurements("gone.csv")
 
 
 def test_shell_users_get_the_path_of_a_shipped_config(capsys):

@@ -20,9 +20,9 @@ def check_after_load_memory(fn) -> None:
     are loaded: 4-bit linear weights with their quantization state, the other weights in fp32, fp32 adapters.
     Checked against ``memory.estimate_training_memory`` for each shape and target set of the committed GPU
     measurements, and compared with what the GPU measured."""
-    from course_lib import memory, models
+    from course_lib import memory, models, resources
 
-    rows = [r for r in memory.gpu_measurements() if r["method"] == "qlora"]
+    rows = [r for r in resources.measurements("memory_accuracy.csv") if r["method"] == "qlora"]
     seen, report = set(), []
     for row in rows:
         key = (row["shape"], row["targets"])

@@ -54,6 +54,13 @@ def read_text(kind: str, name: str) -> str:
     return file(kind, name).read_text(encoding="utf-8")
 
 
+def measurements(name: str) -> list[dict]:
+    """The rows of a committed measurement table ``measurements/{name}`` (CSV), as dicts of strings."""
+    import csv
+
+    return list(csv.DictReader(read_text("measurements", name).splitlines()))
+
+
 @contextlib.contextmanager
 def as_path(kind: str, name: str) -> Iterator[Path]:
     """A real file path for tools that need one (``accelerate launch --config_file``), valid inside the ``with``."""
