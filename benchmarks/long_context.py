@@ -233,21 +233,30 @@ def gradient_vector(model) -> torch.Tensor:
     return torch.cat([g.float().flatten() for g in grads.values()])
 
 
-def compare(bench, model, n, techniques, loss, label):
-    """Loss and adapter gradients of ``techniques``/``loss`` against the plain path at ``n`` tokens (same ids)."""
+LOSS_SCALE = 2.0**16  # GradScaler's starting scale: fp16 gradients of a long sequence underflow without it
+
+
+def compare(bench, model, n, techniques, loss, label, loss_scale=None):
+    """Loss and adapter gradients of ``techniques``/``loss`` against the plain path at ``n`` tokens (same ids), both
+    backpropagated from ``loss_scale`` x loss (default: GradScaler's 2^16 under fp16 autocast, 1 in fp32)."""
     ids = torch.randint(0, model.config.vocab_size, (1, n), device=bench.device,
                         generator=torch.Generator(bench.device).manual_seed(0))
     cuda = bench.device.type == "cuda"
-    kw = dict(autocast_dtype=bench.dtype if cuda else None)
+    if loss_scale is None:
+        loss_scale = LOSS_SCALE if cuda and bench.dtype == torch.float16 else 1.0
+    kw = dict(autocast_dtype=bench.dtype if cuda else None, loss_scale=loss_scale)
     try:
         longctx.zero_gradients(model)
         ref = longctx.forward_backward(model, ids, **kw)
         g_ref = gradient_vector(model)
+        b_grads = [g for k, g in longctx.adapter_gradients(model).items() if "lora_B" in k]  # A's are 0 while B = 0
+        zeros = (sum((g == 0).sum().item() for g in b_grads) / max(1, sum(g.numel() for g in b_grads)))
         longctx.zero_gradients(model)
         value = longctx.forward_backward(model, ids, techniques=techniques, loss=loss, **kw)
         g = gradient_vector(model)
         rel = ((g - g_ref).norm() / g_ref.norm().clamp_min(1e-30)).item()
-        note = f"loss {value:.6f} vs plain {ref:.6f}; adapter gradients differ by {rel:.2e} (relative norm)"
+        note = (f"loss {value:.6f} vs plain {ref:.6f}; adapter gradients differ by {rel:.2e} (relative norm); loss "
+                f"scale {loss_scale:g}, {zeros:.1%} of the plain path's lora_B gradients are 0")
     except Exception as e:  # a library kernel that does not run here is a result, not a crash
         note = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
     longctx.zero_gradients(model)

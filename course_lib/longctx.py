@@ -337,14 +337,16 @@ def tiled_mlp(model, chunk_size: int = DEFAULT_MLP_CHUNK):
 def forward_backward(model, input_ids: torch.Tensor, labels: torch.Tensor | None = None, *, techniques=(),
                      loss: str | None = None, loss_chunk: int = DEFAULT_LOSS_CHUNK,
                      mlp_chunk: int = DEFAULT_MLP_CHUNK, autocast_dtype: torch.dtype | None = None,
-                     check_ram: bool = True) -> float:
+                     check_ram: bool = True, loss_scale: float = 1.0) -> float:
     """One training step's forward and backward pass of a (PEFT) causal LM; returns the loss. Gradients are
     accumulated into the trainable parameters, as ``loss.backward()`` does.
 
     ``techniques``: any of ``TECHNIQUES``. ``loss``: a ``LOSS_IMPLS`` name, by default ``chunked`` with
     "chunked_loss" and ``plain`` without. ``no_lora_dropout`` is a property of the model (LoRA built with
     ``lora_dropout=0``), so here it only checks that. ``autocast_dtype``: run the forward under autocast (what the
-    Trainer does with fp16/bf16); None: no autocast."""
+    Trainer does with fp16/bf16); None: no autocast. ``loss_scale``: backpropagate ``loss_scale * loss``, as fp16
+    training does (``GradScaler``): without it, gradients below fp16's smallest number (6e-8; a logit's gradient
+    is about 1/(tokens x vocabulary)) become zero. The gradients are then ``loss_scale`` times too large."""
     techniques = check_techniques(techniques)
     decoder, lm_head = causal_lm_parts(model)
     config = decoder.config
@@ -370,7 +372,7 @@ def forward_backward(model, input_ids: torch.Tensor, labels: torch.Tensor | None
                 hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state
             value = head_loss(hidden, lm_head, labels, loss, chunk_size=loss_chunk)
         del hidden
-        value.backward()
+        (value * loss_scale if loss_scale != 1.0 else value).backward()
     return value.item()
 
 

@@ -23,6 +23,7 @@ from course_lib import data, heldout_tasks, models, resources, training, variant
 
 RESULTS_CSV = "quality.csv"  # committed in course_lib/resources/measurements/ by benchmarks/quality.py
 INITS = ("zero", "pissa", "loftq")
+NF4_IMPLS = ("roundtrip", "bitsandbytes")
 PLACEMENTS = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"], "mlp": ["gate_proj", "up_proj", "down_proj"],
               "all-linear": "all-linear", "q,v": ["q_proj", "v_proj"]}
 MAX_NEW_TOKENS = {"facts": 8, "orders_heldout": 40}
@@ -37,6 +38,9 @@ class Arm:
     placement: str = "all-linear"
     init: str = "zero"  # "zero" (plain LoRA), "pissa" or "loftq"
     nf4_base: bool = False  # QLoRA: the frozen base weights in NF4
+    nf4_impl: str = "roundtrip"  # "roundtrip": W replaced by its NF4 round trip; "bitsandbytes": Linear4bit layers
+    rslora: bool = False  # scale the update by alpha/sqrt(r) instead of alpha/r (PEFT's use_rslora)
+    dora: bool = False  # DoRA: a trained magnitude per output row on top of the LoRA direction (PEFT's use_dora)
 
     def __post_init__(self):
         if self.method not in ("lora", "full"):
@@ -45,20 +49,36 @@ class Arm:
             raise ValueError(f"arm {self.name!r}: unknown placement {self.placement!r}; choose one of {sorted(PLACEMENTS)}.")
         if self.init not in INITS:
             raise ValueError(f"arm {self.name!r}: unknown init {self.init!r}; choose one of {INITS}.")
+        if self.nf4_impl not in NF4_IMPLS:
+            raise ValueError(f"arm {self.name!r}: unknown nf4_impl {self.nf4_impl!r}; choose one of {NF4_IMPLS}.")
+        if self.nf4_impl == "bitsandbytes" and (not self.nf4_base or self.init != "zero"):
+            raise ValueError(f"arm {self.name!r}: nf4_impl='bitsandbytes' loads the base as Linear4bit layers: it "
+                             "needs nf4_base=True and init='zero' (PiSSA/LoftQ here rewrite fp32 weights).")
+        if self.method == "full" and (self.nf4_base or self.rslora or self.dora or self.init != "zero"):
+            raise ValueError(f"arm {self.name!r}: full fine-tuning trains every weight; nf4_base, rslora, dora and "
+                             "init apply to adapter arms only.")
         if self.init == "loftq" and not self.nf4_base:
             raise ValueError(f"arm {self.name!r}: LoftQ initialises adapters for a quantized base: set nf4_base=True.")
 
 
-def build(arm: Arm, seed: int = 0):
-    """A fresh trainable model for ``arm`` (loaded from the embedded SmolLM2 each time)."""
-    model, _ = models.load_causal_lm(verbose=False)
+def build(arm: Arm, seed: int = 0, device=None):
+    """A fresh trainable model for ``arm`` (loaded from the embedded SmolLM2 each time), on ``device`` (default: the
+    CPU; the Trainer moves it to the GPU if there is one)."""
+    if arm.nf4_impl == "bitsandbytes":  # the real thing: every decoder linear a bitsandbytes Linear4bit, fp32 compute
+        import torch
+
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model, _ = models.load_causal_lm(verbose=False, quantization_config=models.nf4_config(torch.float32),
+                                         device_map={"": device})
+    else:
+        model, _ = models.load_causal_lm(verbose=False, device=device)
     if arm.method == "full":
         return model.train()
-    if arm.nf4_base and arm.init != "loftq":
+    if arm.nf4_base and arm.nf4_impl == "roundtrip" and arm.init != "loftq":
         variants.quantize_linears(model)  # QLoRA: zero-init adapters on top of Q(W)
     alpha = 2 * arm.r if arm.alpha is None else arm.alpha
     model = training.add_lora(model, "peft", r=arm.r, alpha=alpha, targets=PLACEMENTS[arm.placement], dropout=0.0,
-                              seed=seed)
+                              seed=seed, use_rslora=arm.rslora, use_dora=arm.dora)
     if arm.init != "zero":
         if arm.init == "loftq" and arm.placement != "all-linear":
             raise ValueError("LoftQ here needs placement 'all-linear', so that every quantized layer has an adapter.")
@@ -95,9 +115,9 @@ def task_sets(task: str, tokenizer, n_eval: int | None = None, n_train: int | No
 
 
 def run_arm(arm: Arm, task: str, sets: dict, tokenizer, *, lr: float, steps: int, batch_size: int = 8,
-            seed: int = 0) -> dict:
+            seed: int = 0, device=None) -> dict:
     """Train ``arm`` on ``task`` and measure it; one row of the results table (a plain dict)."""
-    model = build(arm, seed)
+    model = build(arm, seed, device)
     trainable, total = training.count_trainable(model)
     start = time.perf_counter()
     result = training.train(model, sets["train_tok"], pad_token_id=tokenizer.pad_token_id, steps=steps, lr=lr,
@@ -115,15 +135,15 @@ def run_arm(arm: Arm, task: str, sets: dict, tokenizer, *, lr: float, steps: int
     return row
 
 
-def base_row(task: str, sets: dict, tokenizer) -> dict:
+def base_row(task: str, sets: dict, tokenizer, device=None) -> dict:
     """The untrained base model on the same measurements: the 'before' of every arm."""
-    model, _ = models.load_causal_lm(verbose=False)
+    model, _ = models.load_causal_lm(verbose=False, device=device)
     measured = _measure(model, tokenizer, sets, task)
     return {"task": task, "name": "base (no training)", "method": "none", "trainable": 0, "steps": 0,
             **{k: v for k, v in measured.items() if k != "replies"}, "example_reply": measured["replies"][0]}
 
 
-FIELDS = ["task", "name", "method", "r", "alpha", "placement", "init", "nf4_base", "lr", "steps", "batch_size", "seed",
+FIELDS = ["task", "name", "method", "r", "alpha", "placement", "init", "nf4_base", "nf4_impl", "rslora", "dora", "lr", "steps", "batch_size", "seed",
           "trainable", "total", "train_loss_last5", "eval_loss", "score", "train_recall", "general_loss", "seconds",
           "example_reply"]
 

@@ -55,10 +55,12 @@ def _quiet_deprecations():
 
 # ------------------------------------------------------------------------------------------------ adding LoRA
 def add_lora(model, impl: str = "peft", *, r: int = 8, alpha: float = 16, targets=("q_proj", "v_proj"),
-             dropout: float = 0.05, init: dict | None = None, seed: int = 0):
+             dropout: float = 0.05, init: dict | None = None, seed: int = 0, use_rslora: bool = False,
+             use_dora: bool = False):
     """``model`` with LoRA on ``targets``: a PEFT ``PeftModel`` (``impl="peft"``) or the same model with our
     ``LoRALinear`` layers swapped in (``impl="ours"``). ``init`` (from ``lora_init``) copies starting A/B values,
-    so two implementations start from the very same adapter."""
+    so two implementations start from the very same adapter. ``use_rslora``/``use_dora``: PEFT's variants (PEFT
+    only)."""
     from course_lib import lora
 
     seed_everything(seed)
@@ -66,10 +68,13 @@ def add_lora(model, impl: str = "peft", *, r: int = 8, alpha: float = 16, target
     if impl == "peft":
         from peft import LoraConfig, get_peft_model
 
-        config = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=dropout, task_type="CAUSAL_LM")
+        config = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=dropout, task_type="CAUSAL_LM",
+                            use_rslora=use_rslora, use_dora=use_dora)
         with _quiet_deprecations():
             model = get_peft_model(model, config)
     elif impl == "ours":
+        if use_rslora or use_dora:
+            raise ValueError("use_rslora and use_dora are PEFT's: use impl='peft' for them.")
         lora.inject_lora(model, targets, r=r, alpha=alpha, dropout=dropout)
     else:
         raise ValueError(f"impl must be 'peft' or 'ours', got {impl!r}.")
@@ -359,6 +364,7 @@ def evaluate(model, eval_dataset, *, pad_token_id: int, batch_size: int = 16) ->
     for start in range(0, len(eval_dataset), batch_size):
         batch = data.collate([eval_dataset[i] for i in range(start, min(start + batch_size, len(eval_dataset)))],
                              pad_token_id)
+        batch = {k: v.to(_model_device(model)) for k, v in batch.items()}  # where the model is (a GPU, or the CPU)
         n = (batch["labels"][:, 1:] != data.IGNORE_INDEX).sum().item()  # the model shifts labels by one
         total += model(**batch).loss.item() * n
         count += n
