@@ -116,6 +116,7 @@ def scale_blocks(flat: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, torc
 
 def nearest_code(scaled: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
     """Index (into ``code``) of the nearest value, as uint8; a tie on a midpoint goes to the smaller value."""
+    code = code.to(scaled.device)  # the table lives on the CPU; the weights may be on a GPU
     order = torch.argsort(code)  # NF4 and INT4 are sorted already; FP4's table is in bit-pattern order
     sorted_code = code[order]
     midpoints = (sorted_code[:-1] + sorted_code[1:]) / 2
@@ -159,7 +160,7 @@ def dequantize_nf4(packed: torch.Tensor, absmax: torch.Tensor, shape, blocksize:
     # 1. unpack: two 4-bit indices per byte
     q = unpack_nibbles(packed, shape.numel())
     # 2. look up: each index's table value, in [-1, 1]
-    values = code[q]
+    values = code.to(q.device)[q]
     # 3. scale: every value times the absmax of its block
     scale = absmax.reshape(-1).float().repeat_interleave(blocksize)[: shape.numel()]
     return (values * scale).view(shape).to(dtype)
