@@ -39,6 +39,9 @@ IGNORE_INDEX = -100
 DEFAULT_LOSS_CHUNK = 1024  # tokens per chunk of logits: 1024 x 128,256 x 8 bytes = 1 GB at most at a time
 DEFAULT_MLP_CHUNK = 4096  # tokens per MLP tile
 OFFLOAD_MIN_BYTES = 1 << 20  # smaller saved tensors stay on the GPU: not worth a copy
+# Layer inputs on the GPU at once while offloading: the one in use, the one prefetched, and copies whose memory the
+# allocator can reuse only once the side stream has finished with them (2 to 5 in the H100 traces; 4 predicted).
+OFFLOAD_GPU_COPIES = 4
 
 
 class SequenceTooLongError(ValueError):
@@ -421,25 +424,33 @@ def predict_peak(config, techniques=(), seq_len: int = 4096, *, prep: str = "lea
     alloc = memory._alloc
     tgts = memory._targets(targets)
     inputs = {"q_proj": h, "k_proj": h, "v_proj": h, "o_proj": hq, "gate_proj": h, "up_proj": h, "down_proj": inter}
-    lora_copies = 0 if "no_lora_dropout" in techniques else sum(4 * inputs[t] for t in tgts)
-    mlp_lora = 0 if "no_lora_dropout" in techniques else sum(4 * inputs[t] for t in tgts if t in
-                                                             ("gate_proj", "up_proj", "down_proj"))
+    # LoRA dropout: each adapter keeps its dropped input (compute dtype) and the mask (1 byte) per input element
+    copies = {t: 0 if "no_lora_dropout" in techniques else (a + 1) * inputs[t] for t in tgts}
+    mlp_copies = sum(v for t, v in copies.items() if t in ("gate_proj", "up_proj", "down_proj"))
 
     # what gradient checkpointing keeps between the forward and the backward pass
-    layer_inputs = 2 if "offload" in techniques else L
+    layer_inputs = OFFLOAD_GPU_COPIES if "offload" in techniques else L
     stored = layer_inputs * alloc(n * h * a) + 2 * alloc(n * s["head_dim"] * a)
-    # one recomputed layer in its backward pass (memory._layer_backward_bytes, split into its parts)
+    # One recomputed layer, at the largest of three moments (seen in benchmarks/long_context_breakdown.py's
+    # allocator traces), each with the layer's output gradient (2ah per token):
+    # * recomputed: every tensor the layer saves: both norms' fp32 inputs, q/k/v/attention output, the MLP's
+    #   gate, up, silu(gate) and their product, the LoRA dropout copies. With dropout this is the peak.
+    # * MLP backward: three intermediate-sized gradients on top of the saved tensors (which backward then frees
+    #   as fast as it allocates: the dropout copies are not counted again). Without dropout this is the peak.
+    # * norm backward: an RMSNorm's backward in fp32 holds five hidden-sized fp32 temporaries. With a tiled MLP
+    #   (whose wide tensors then exist for one tile only) this is the peak.
     norms = 8 * h  # both RMSNorms keep their fp32 input
     attention = a * (2 * hq + 2 * hkv) + 4 * s["heads"]
-    mlp_saved, mlp_grads = 3 * a * inter + mlp_lora, 3 * a * inter
+    mlp_saved, mlp_grads = 4 * a * inter + mlp_copies, 3 * a * inter
+    grad_out = 2 * a * h
     dequantized = alloc(2 * max(i * o for i, o in memory.linear_shapes(config).values()))
-    if "tiled_mlp" in techniques:
-        tile = min(mlp_chunk, n)
-        per_token = norms + attention + (lora_copies - mlp_lora)
-        layer = alloc(n * per_token) + alloc(tile * (mlp_saved + mlp_grads)) + alloc(n * 2 * a * h) + dequantized
-    else:
-        per_token = norms + attention + 3 * a * inter + lora_copies
-        layer = alloc(n * per_token) + alloc(n * (mlp_grads + 2 * a * h)) + dequantized
+    rows = min(mlp_chunk, n) if "tiled_mlp" in techniques else n  # tokens whose MLP tensors exist at once
+    around = norms + attention + sum(copies.values()) - mlp_copies + grad_out  # the layer outside its MLP
+    moments = {"recomputed": alloc(n * around) + alloc(rows * mlp_saved),
+               "MLP backward": alloc(n * (norms + attention + grad_out)) + alloc(rows * (3 * a * inter + mlp_grads)),
+               "norm backward": alloc(n * (norms + attention + 5 * 4 * h + grad_out))}
+    layer_moment = max(moments, key=moments.get)
+    layer = moments[layer_moment] + dequantized
     phases = {"backward of the last decoder layer": (stored + layer, 0)}
     final_norm = 0 if "offload" in techniques else alloc(4 * n * h)  # the final norm's fp32 input
     if "chunked_loss" in techniques:
@@ -453,7 +464,7 @@ def predict_peak(config, techniques=(), seq_len: int = 4096, *, prep: str = "lea
                    details=dict(base.details, techniques=techniques, stored_activations=stored,
                                 phases={k: sum(v) + base.total_bytes - base.activations - base.logits
                                         for k, v in phases.items()}, loss_logits=phases["loss (logits backward)"][1],
-                                layer_backward=layer, offloaded_cpu_bytes=offload_bytes(config, seq_len, batch_size, a)
+                                layer_backward=layer, layer_moment=layer_moment, offloaded_cpu_bytes=offload_bytes(config, seq_len, batch_size, a)
                                 if "offload" in techniques else 0))
 
 
