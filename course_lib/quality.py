@@ -176,25 +176,60 @@ def read_csv(path: Path | None = None) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------- verdicts
-MARGIN = 0.02  # score differences smaller than this are not called a difference (64 rows x 4 fields: 1/256 steps)
-
-
+MARGIN = 0.02  # score differences smaller than this are never called a difference (64 rows x 4 fields)
 MAIN_LR = {"full fine-tuning": 1e-4}  # the arms compared in the verdicts ran at these learning rates; others 1e-3
+MAIN_BATCH = 8
+MEANS = ("score", "eval_loss", "general_loss", "train_recall", "trainable")
+
+
+def _number(v):
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def _pick(rows: list[dict], task: str, name: str) -> dict | None:
-    """The row of arm ``name`` on ``task`` at its main learning rate (the LR sweep adds rows at other rates)."""
+    """Arm ``name`` on ``task`` at its main learning rate and batch size, averaged over its seeds (the sweeps add
+    rows at other rates and batch sizes). ``seeds`` and ``spread`` (max - min score over seeds) come with it."""
     found = [r for r in rows if r.get("task") == task and r.get("name") == name]
-    at_main = [r for r in found if r.get("lr") in ("", None) or math.isclose(r["lr"], MAIN_LR.get(name, 1e-3))]
-    return (at_main or found or [None])[0]
+    main = [r for r in found if (_number(r.get("lr")) is None or math.isclose(r["lr"], MAIN_LR.get(name, 1e-3)))
+            and (_number(r.get("batch_size")) is None or r["batch_size"] == MAIN_BATCH)]
+    if not main:
+        return None
+    out = dict(main[0], seeds=len(main), spread=max(r["score"] for r in main) - min(r["score"] for r in main))
+    for key in MEANS:
+        values = [r[key] for r in main if _number(r.get(key)) is not None]
+        if values:
+            out[key] = sum(values) / len(values)
+    return out
+
+
+def noise(rows: list[dict], task: str) -> float:
+    """The smallest score difference called a difference on ``task``: MARGIN, or the seed-to-seed spread of
+    LoRA r=8 when that is larger (a difference smaller than what another seed gives is not a result)."""
+    lora = _pick(rows, task, "LoRA r=8")
+    return max(MARGIN, lora["spread"] if lora else 0.0)
+
+
+def _best_lr(rows: list[dict], task: str, name: str) -> tuple[dict | None, bool]:
+    """The row of ``name`` (batch 8, seed 0 or unseeded) with the lowest held-out loss over the learning rates
+    tried, and whether that rate is interior (neither the smallest nor the largest tried)."""
+    swept = [r for r in rows if r.get("task") == task and r.get("name") == name and r.get("seed") in (0, 0.0, "", None)
+             and (_number(r.get("batch_size")) is None or r["batch_size"] == MAIN_BATCH)]
+    if len(swept) < 3:
+        return None, False
+    best = min(swept, key=lambda r: r["eval_loss"])
+    lrs = [r["lr"] for r in swept]
+    return best, min(lrs) < best["lr"] < max(lrs)
 
 
 def verdicts(rows: list[dict], task: str) -> list[tuple[str, str, str]]:
     """(claim, measured, verdict) for each claim of notebook 09 that ``rows`` can answer on ``task``; claims whose
-    arms are missing say so instead of guessing."""
-    arm = {name: _pick(rows, task, name) for name in ("full fine-tuning", "LoRA r=1", "LoRA r=8", "LoRA r=64",
-                                                      "QLoRA r=8", "LoftQ r=8", "PiSSA r=8", "base (no training)",
-                                                      "attention r=16", "MLP r=10", "all-linear r=6")}
+    arms are missing say so instead of guessing. Scores are means over seeds (``_pick``); differences smaller than
+    ``noise`` (the seed spread, at least MARGIN) are not called differences."""
+    names = ("full fine-tuning", "LoRA r=1", "LoRA r=8", "LoRA r=64", "LoRA r=256", "QLoRA r=8",
+             "QLoRA r=8 bitsandbytes", "LoftQ r=8", "PiSSA r=8", "DoRA r=8", "base (no training)", "attention r=16",
+             "MLP r=10", "all-linear r=6", "rsLoRA r=1", "rsLoRA r=8", "rsLoRA r=64")
+    arm = {name: _pick(rows, task, name) for name in names}
+    eps = noise(rows, task)
     out = []
 
     def need(*names):
@@ -203,69 +238,105 @@ def verdicts(rows: list[dict], task: str) -> list[tuple[str, str, str]]:
     def ratio(a, b):
         return arm[a]["score"] / arm[b]["score"] if arm[b]["score"] else float("nan")
 
-    missing = "not measured in this run"
-    if need("LoRA r=8", "full fine-tuning"):
+    def claim(text, names, measure):
+        """One row: ``measure()`` -> (measured, verdict) when every arm in ``names`` was run."""
+        out.append((text, *measure()) if need(*names) else (text, "", "not measured in this run"))
+
+    def lora_vs_full():
         x = ratio("LoRA r=8", "full fine-tuning")
-        swept = {n: [r for r in rows if r.get("task") == task and r.get("name") == n]
-                 for n in ("LoRA r=8", "full fine-tuning")}
-        if all(len(v) >= 2 for v in swept.values()):  # both swept: compare each at its best learning rate too
-            best = {n: min(v, key=lambda r: r["eval_loss"]) for n, v in swept.items()}
-            y = best["LoRA r=8"]["score"] / best["full fine-tuning"]["score"]
-            out.append(("LoRA reaches 95-98% of full fine-tuning", f"r=8 / full = {x:.2f} at the main LRs, {y:.2f} "
-                        f"at each one's best LR", "holds" if y >= 0.95 else "does not hold"))
-        else:
-            out.append(("LoRA reaches 95-98% of full fine-tuning", f"r=8 / full = {x:.2f}",
-                        "holds" if x >= 0.95 else "does not hold"))
-    else:
-        out.append(("LoRA reaches 95-98% of full fine-tuning", "", missing))
-    if need("QLoRA r=8", "LoRA r=8"):
+        bl, bf = _best_lr(rows, task, "LoRA r=8")[0], _best_lr(rows, task, "full fine-tuning")[0]
+        if bl and bf:  # both swept: compare each at its best learning rate too
+            y = bl["score"] / bf["score"]
+            return f"r=8 / full = {x:.2f} at the main LRs, {y:.2f} at each one's best LR", \
+                "holds" if y >= 0.95 else "does not hold"
+        return f"r=8 / full = {x:.2f}", "holds" if x >= 0.95 else "does not hold"
+    claim("LoRA reaches 95-98% of full fine-tuning", ["LoRA r=8", "full fine-tuning"], lora_vs_full)
+
+    def qlora_vs_lora():
         x = ratio("QLoRA r=8", "LoRA r=8")
-        out.append(("QLoRA keeps 90-95% (or 97-99%) of LoRA's quality", f"QLoRA / LoRA = {x:.2f}",
-                    "holds (at >= 90%)" if x >= 0.90 else "does not hold"))
-    else:
-        out.append(("QLoRA keeps 90-95% (or 97-99%) of LoRA's quality", "", missing))
-    if need("LoRA r=64", "LoRA r=8"):
+        return f"QLoRA / LoRA = {x:.2f}", "holds (at >= 90%)" if x >= 0.90 else "does not hold"
+    claim("QLoRA keeps 90-95% (or 97-99%) of LoRA's quality", ["QLoRA r=8", "LoRA r=8"], qlora_vs_lora)
+
+    def roundtrip_vs_bnb():
+        d = arm["QLoRA r=8 bitsandbytes"]["score"] - arm["QLoRA r=8"]["score"]
+        return f"bitsandbytes - round trip = {d:+.3f}", "holds" if abs(d) <= eps else "does not hold"
+    claim("the NF4 round trip trains like bitsandbytes' Linear4bit (method check)",
+          ["QLoRA r=8", "QLoRA r=8 bitsandbytes"], roundtrip_vs_bnb)
+
+    def r64_vs_r8():
         d = arm["LoRA r=64"]["score"] - arm["LoRA r=8"]["score"]
-        out.append(("r=64 often does not beat r=8", f"r=64 - r=8 = {d:+.3f}",
-                    "holds" if d <= MARGIN else "does not hold"))
-    else:
-        out.append(("r=64 often does not beat r=8", "", missing))
-    if need("LoRA r=1", "LoRA r=8", "LoRA r=64", "full fine-tuning"):
+        return f"r=64 - r=8 = {d:+.3f}", "holds" if d <= eps else "does not hold"
+    claim("r=64 often does not beat r=8", ["LoRA r=64", "LoRA r=8"], r64_vs_r8)
+
+    def rank_capacity():
         low = arm["LoRA r=8"]["score"] - arm["LoRA r=1"]["score"]
         high = ratio("LoRA r=64", "full fine-tuning")
-        v = ("holds" if low > MARGIN and high >= 0.95 else
-             "does not hold: low rank does not fall off" if low <= MARGIN else "does not hold: r=64 < 95% of full")
-        out.append(("high rank matches full FT, low ranks fall off", f"r=8 - r=1 = {low:+.3f}; r=64 / full = {high:.2f}", v))
-    else:
-        out.append(("high rank matches full FT, low ranks fall off", "", missing))
-    if need("attention r=16", "MLP r=10"):
+        v = ("holds" if low > eps and high >= 0.95 else
+             "does not hold: low rank does not fall off" if low <= eps else "does not hold: r=64 < 95% of full")
+        return f"r=8 - r=1 = {low:+.3f}; r=64 / full = {high:.2f}", v
+    claim("high rank matches full FT, low ranks fall off", ["LoRA r=1", "LoRA r=8", "LoRA r=64", "full fine-tuning"],
+          rank_capacity)
+
+    def placement():
         d = arm["MLP r=10"]["score"] - arm["attention r=16"]["score"]
-        out.append(("attention-only underperforms MLP-only at equal parameters", f"MLP - attention = {d:+.3f}",
-                    "holds" if d > MARGIN else "does not hold"))
+        return f"MLP - attention = {d:+.3f}", "holds" if d > eps else "does not hold"
+    claim("attention-only underperforms MLP-only at equal parameters", ["attention r=16", "MLP r=10"], placement)
+
+    def lr_ratio():
+        (bl, il), (bf, iff) = _best_lr(rows, task, "LoRA r=8"), _best_lr(rows, task, "full fine-tuning")
+        x = bl["lr"] / bf["lr"]
+        v = ("holds" if 3 <= x <= 30 else "does not hold") if il and iff else \
+            "not determined: a best LR is at the edge of the grid"
+        return f"best LoRA {bl['lr']:g} / full {bf['lr']:g} = {x:g}x", v
+    if _best_lr(rows, task, "LoRA r=8")[0] and _best_lr(rows, task, "full fine-tuning")[0]:
+        claim("LoRA's best LR is ~10x full fine-tuning's", [], lr_ratio)
     else:
-        out.append(("attention-only underperforms MLP-only at equal parameters", "", missing))
-    lr_rows = {m: [r for r in rows if r.get("task") == task and r.get("name") == n]
-               for m, n in (("lora", "LoRA r=8"), ("full", "full fine-tuning"))}
-    if all(len(v) >= 3 for v in lr_rows.values()):
-        best = {m: min(v, key=lambda r: r["eval_loss"]) for m, v in lr_rows.items()}
-        interior = all(min(r["lr"] for r in lr_rows[m]) < best[m]["lr"] < max(r["lr"] for r in lr_rows[m])
-                       for m in best)
-        x = best["lora"]["lr"] / best["full"]["lr"]
-        out.append(("LoRA's best LR is ~10x full fine-tuning's", f"best LoRA {best['lora']['lr']:g} / full "
-                    f"{best['full']['lr']:g} = {x:g}x", ("holds" if 3 <= x <= 30 else "does not hold") if interior
-                    else "not determined: a best LR is at the edge of the grid"))
+        out.append(("LoRA's best LR is ~10x full fine-tuning's", "", "not measured in this run"))
+
+    def alpha_moves_lr():
+        (b2, i2), (b1, i1) = _best_lr(rows, task, "LoRA r=8"), _best_lr(rows, task, "LoRA r=8 alpha=8")
+        moved = "up" if b1["lr"] > b2["lr"] else "down" if b1["lr"] < b2["lr"] else "nowhere"
+        measured = f"best LR: alpha=2r {b2['lr']:g}, alpha=r {b1['lr']:g}"
+        if not (i1 and i2):
+            return measured, "not determined: a best LR is at the edge of its grid"
+        return measured, "holds" if moved == "up" else f"does not hold (moved {moved})"
+    if _best_lr(rows, task, "LoRA r=8")[0] and _best_lr(rows, task, "LoRA r=8 alpha=8")[0]:
+        claim("alpha acts as a learning-rate multiplier (halving alpha raises the best LR)", [], alpha_moves_lr)
     else:
-        out.append(("LoRA's best LR is ~10x full fine-tuning's", "", missing))
-    claim = "LoRA preserves the base model's knowledge (forgets less than full FT)"
-    if need("base (no training)", "LoRA r=8", "full fine-tuning"):
+        out.append(("alpha acts as a learning-rate multiplier (halving alpha raises the best LR)", "",
+                    "not measured in this run"))
+
+    def rslora():
+        s = [arm[f"rsLoRA r={r}"]["score"] for r in (1, 8, 64)]
+        return (f"rsLoRA r=1/8/64: {s[0]:.3f} / {s[1]:.3f} / {s[2]:.3f}",
+                "holds" if s[2] - s[0] > eps else "does not hold")
+    claim("with rsLoRA's alpha/sqrt(r), higher rank trains better", ["rsLoRA r=1", "rsLoRA r=8", "rsLoRA r=64"],
+          rslora)
+
+    def batch():
+        big = {n: [r for r in rows if r.get("task") == task and r.get("name") == n and r.get("batch_size", 8) > 8
+                   and math.isclose(r.get("lr") or 0, MAIN_LR.get(n, 1e-3))] for n in ("LoRA r=8", "full fine-tuning")}
+        drop = {n: arm[n]["score"] - sum(r["score"] for r in v) / len(v) for n, v in big.items()}
+        bs = int(big["LoRA r=8"][0]["batch_size"])
+        v = "holds" if drop["LoRA r=8"] - drop["full fine-tuning"] > eps else "does not hold"
+        return (f"score lost going to batch {bs} (same examples): LoRA {drop['LoRA r=8']:+.3f}, "
+                f"full {drop['full fine-tuning']:+.3f}", v)
+    if all(any(r.get("task") == task and r.get("name") == n and r.get("batch_size", 8) > 8 for r in rows)
+           for n in ("LoRA r=8", "full fine-tuning")):
+        claim("LoRA is more sensitive to large batches than full fine-tuning", ["LoRA r=8", "full fine-tuning"], batch)
+    else:
+        out.append(("LoRA is more sensitive to large batches than full fine-tuning", "", "not measured in this run"))
+
+    def forgetting():
         base = arm["base (no training)"]["general_loss"]
         # the same step up for both: ten times each one's main learning rate (the sweep's nearest larger rate)
         worst = {n: max([r["general_loss"] for r in rows if r.get("task") == task and r.get("name") == n
                          and math.isclose(r["lr"] or 0, 10 * MAIN_LR.get(n, 1e-3))] or [float("nan")])
                  for n in ("LoRA r=8", "full fine-tuning")}
         lo, fu = arm["LoRA r=8"]["general_loss"], arm["full fine-tuning"]["general_loss"]
-        measured = (f"general loss: base {base:.2f}; main LR LoRA {lo:.2f}, full {fu:.2f}; "
-                    f"10x main LR LoRA {worst['LoRA r=8']:.2f}, full {worst['full fine-tuning']:.2f}")
+        measured = f"general loss: base {base:.2f}; main LR LoRA {lo:.2f}, full {fu:.2f}"
+        if all(math.isfinite(x) for x in worst.values()):
+            measured += f"; 10x main LR LoRA {worst['LoRA r=8']:.2f}, full {worst['full fine-tuning']:.2f}"
         if lo <= base and fu <= base:
             v = "no forgetting visible at the main LRs"
             if all(math.isfinite(x) for x in worst.values()) and max(worst.values()) > base:
@@ -273,21 +344,27 @@ def verdicts(rows: list[dict], task: str) -> list[tuple[str, str, str]]:
                       + (", full FT more" if worst["full fine-tuning"] > worst["LoRA r=8"] else ", LoRA more"))
         else:
             v = "holds" if lo < fu else "does not hold"
-        out.append((claim, measured, v))
-    else:
-        out.append((claim, "", missing))
-    if need("QLoRA r=8", "LoftQ r=8", "LoRA r=8"):
+        return measured, v
+    claim("LoRA preserves the base model's knowledge (forgets less than full FT)",
+          ["base (no training)", "LoRA r=8", "full fine-tuning"], forgetting)
+
+    def loftq():
         gap = arm["LoRA r=8"]["score"] - arm["QLoRA r=8"]["score"]
         closed = arm["LoftQ r=8"]["score"] - arm["QLoRA r=8"]["score"]
-        v = ("no gap to close (QLoRA is not below LoRA by more than the margin)" if gap <= MARGIN else
-             "holds" if closed >= gap / 2 else "does not hold")
-        out.append(("LoftQ closes the QLoRA-vs-LoRA gap", f"gap {gap:+.3f}, LoftQ recovers {closed:+.3f}", v))
-    else:
-        out.append(("LoftQ closes the QLoRA-vs-LoRA gap", "", missing))
-    if need("PiSSA r=8", "LoRA r=8"):
+        v = ("no gap to close (QLoRA is not below LoRA by more than the noise)" if gap <= eps else
+             "holds" if closed >= gap / 2 else f"partly: {closed / gap:.0%} of the gap" if closed > eps else
+             "does not hold")
+        return f"gap {gap:+.3f}, LoftQ recovers {closed:+.3f}", v
+    claim("LoftQ closes the QLoRA-vs-LoRA gap", ["QLoRA r=8", "LoftQ r=8", "LoRA r=8"], loftq)
+
+    def pissa():
         d = arm["PiSSA r=8"]["score"] - arm["LoRA r=8"]["score"]
-        out.append(("PiSSA beats zero-init LoRA at equal rank and steps", f"PiSSA - LoRA = {d:+.3f}",
-                    "holds" if d > MARGIN else "does not hold"))
-    else:
-        out.append(("PiSSA beats zero-init LoRA at equal rank and steps", "", missing))
+        return f"PiSSA - LoRA = {d:+.3f}", "holds" if d > eps else "does not hold"
+    claim("PiSSA beats zero-init LoRA at equal rank and steps", ["PiSSA r=8", "LoRA r=8"], pissa)
+
+    def dora():
+        d = arm["DoRA r=8"]["score"] - arm["LoRA r=8"]["score"]
+        extra = arm["DoRA r=8"]["trainable"] / arm["LoRA r=8"]["trainable"] - 1
+        return f"DoRA - LoRA = {d:+.3f}, {extra:+.1%} parameters", "holds" if d > eps else "does not hold"
+    claim("DoRA beats LoRA at the same rank", ["DoRA r=8", "LoRA r=8"], dora)
     return out

@@ -10,6 +10,10 @@ from course_lib import quality
     (dict(placement="ffn"), r"unknown placement 'ffn'; choose one of"),
     (dict(init="dora"), r"unknown init 'dora'; choose one of \('zero', 'pissa', 'loftq'\)"),
     (dict(init="loftq"), "LoftQ initialises adapters for a quantized base: set nf4_base=True"),
+    (dict(nf4_base=True, nf4_impl="gptq"), r"unknown nf4_impl 'gptq'; choose one of \('roundtrip', 'bitsandbytes'\)"),
+    (dict(nf4_impl="bitsandbytes"), "needs nf4_base=True and init='zero'"),
+    (dict(nf4_base=True, nf4_impl="bitsandbytes", init="loftq"), "needs nf4_base=True and init='zero'"),
+    (dict(method="full", dora=True), "full fine-tuning trains every weight; nf4_base, rslora, dora and init apply"),
 ])
 def test_bad_arms_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -19,7 +23,8 @@ def test_bad_arms_are_refused(kwargs, match):
 def _rows(**scores):
     names = {"full": "full fine-tuning", "r1": "LoRA r=1", "r8": "LoRA r=8", "r64": "LoRA r=64", "q": "QLoRA r=8",
              "lq": "LoftQ r=8", "p": "PiSSA r=8"}
-    return [{"task": "t", "name": names[k], "score": v, "eval_loss": 1.0, "lr": 1e-3} for k, v in scores.items()]
+    return [{"task": "t", "name": names[k], "score": v, "eval_loss": 1.0, "lr": 1e-4 if k == "full" else 1e-3}
+            for k, v in scores.items()]
 
 
 def test_verdicts_follow_the_numbers():
@@ -72,3 +77,34 @@ def test_forgetting_verdict_reads_the_general_loss_against_the_base():
     assert v[claim] == "no forgetting visible at the main LRs; at 10x those LRs only one forgets, full FT more"
     rows[1]["general_loss"] = 3.5
     assert {c: verdict for c, _, verdict in quality.verdicts(rows, "t")}[claim] == "does not hold"
+
+
+def test_arms_are_averaged_over_seeds_and_the_seed_spread_sets_the_noise():
+    rows = [{"task": "t", "name": "LoRA r=8", "lr": 1e-3, "batch_size": 8, "seed": seed, "score": score,
+             "eval_loss": 1.0} for seed, score in ((0, 0.90), (1, 0.80), (2, 0.85))]
+    rows += [{"task": "t", "name": "LoRA r=8", "lr": 1e-3, "batch_size": 32, "seed": 0, "score": 0.10, "eval_loss": 1.0},
+             {"task": "t", "name": "LoRA r=8", "lr": 1e-2, "batch_size": 8, "seed": 0, "score": 0.20, "eval_loss": 1.0}]
+    picked = quality._pick(rows, "t", "LoRA r=8")
+    assert picked["seeds"] == 3 and abs(picked["score"] - 0.85) < 1e-12 and abs(picked["spread"] - 0.10) < 1e-12
+    assert abs(quality.noise(rows, "t") - 0.10) < 1e-12  # larger than MARGIN: the seeds decide
+    rows.append({"task": "t", "name": "DoRA r=8", "lr": 1e-3, "score": 0.92, "eval_loss": 1.0, "trainable": 110})
+    rows.append({"task": "t", "name": "full fine-tuning", "lr": 1e-4, "batch_size": 32, "score": 0.5, "eval_loss": 1.0})
+    rows.append({"task": "t", "name": "full fine-tuning", "lr": 1e-4, "batch_size": 8, "score": 0.5, "eval_loss": 1.0})
+    for r in rows:
+        r.setdefault("trainable", 100)
+    v = {c: (m, verdict) for c, m, verdict in quality.verdicts(rows, "t")}
+    assert v["DoRA beats LoRA at the same rank"] == ("DoRA - LoRA = +0.070, +10.0% parameters", "does not hold")
+    batch = v["LoRA is more sensitive to large batches than full fine-tuning"]
+    assert batch == ("score lost going to batch 32 (same examples): LoRA +0.750, full +0.000", "holds")
+
+
+def test_loftq_partly_closes_a_gap_and_rslora_needs_rank_to_help():
+    rows = _rows(r8=0.90, q=0.70, lq=0.78)
+    rows += [{"task": "t", "name": f"rsLoRA r={r}", "lr": 1e-3, "score": s, "eval_loss": 1.0}
+             for r, s in ((1, 0.80), (8, 0.80), (64, 0.81))]
+    v = {c: (m, verdict) for c, m, verdict in quality.verdicts(rows, "t")}
+    assert v["LoftQ closes the QLoRA-vs-LoRA gap"] == ("gap +0.200, LoftQ recovers +0.080", "partly: 40% of the gap")
+    assert v["with rsLoRA's alpha/sqrt(r), higher rank trains better"][1] == "does not hold"
+    rows[-1]["score"] = 0.90
+    v = {c: verdict for c, _, verdict in quality.verdicts(rows, "t")}
+    assert v["with rsLoRA's alpha/sqrt(r), higher rank trains better"] == "holds"
