@@ -66,7 +66,7 @@ def train_and_measure(model, vocab: int, seq: int, device, steps: int = 3) -> tu
 
 def run(shapes, seqs, out: Path, device, workdir: Path, methods=("lora", "qlora"), full_shapes=()) -> list[dict]:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     from course_lib import memory, models
 
@@ -130,8 +130,7 @@ def run(shapes, seqs, out: Path, device, workdir: Path, methods=("lora", "qlora"
         model.save_pretrained(folder, max_shard_size="4GB")
         del model
         _free()
-        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                 bnb_4bit_compute_dtype=torch.bfloat16)
+        bnb = models.nf4_config(torch.bfloat16)
         model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=bnb, dtype=torch.bfloat16,
                                                      device_map={"": device.index or 0} if device.type == "cuda" else "cpu",
                                                      attn_implementation="sdpa")

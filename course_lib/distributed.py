@@ -36,6 +36,7 @@ import torch
 
 import course_lib
 from course_lib import data, memory, models, resources, training
+from course_lib.fsutil import atomic_write_text
 
 CPU_CONFIG = "ddp_cpu_2proc.yaml"  # a name in course_lib/resources/accelerate/
 METHODS = ("lora", "qlora")
@@ -188,9 +189,7 @@ def run(args) -> dict | None:
                   timed_steps=max(args.steps - 1, 0), seconds=seconds, tokens_per_second=tokens / seconds if tokens else None,
                   peak_memory_bytes=peaks, device=str(accelerator.device), local_mean=args.local_mean)
     if accelerator.is_main_process and args.out:
-        tmp = Path(args.out).with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, args.out)
+        atomic_write_text(args.out, json.dumps(result, indent=2))
     # Free DDP's reducer while every process is still alive: its gloo group's destructor joins threads that wait
     # on the peers, so freeing it after a peer has exited hangs that process (seen on a loaded 2-core CPU).
     del model, optimizer

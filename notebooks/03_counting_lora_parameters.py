@@ -263,10 +263,8 @@ for shape in ("smollm2-135m", "llama-2-7b", "llama-2-70b"):
 # 0.50 runs NF4 on CPU — another seed note says it does not), then PEFT LoRA on q+v at r = 8, vs the fp32 load.
 
 # %%
-from transformers import BitsAndBytesConfig
-
-bnb_config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                bnb_4bit_compute_dtype=torch.float32)
+bnb_config = models.nf4_config(torch.float32)  # the course's one BitsAndBytesConfig: NF4, double quantization
+print(bnb_config.bnb_4bit_quant_type, "double quant:", bnb_config.bnb_4bit_use_double_quant)
 model_4bit, _ = models.load_causal_lm(quantization_config=bnb_config)
 model_fp32, _ = models.load_causal_lm(verbose=False)
 print(model_4bit.model.layers[0].self_attn.q_proj)

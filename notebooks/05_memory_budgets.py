@@ -44,7 +44,6 @@ hardware.report()
 
 # %%
 import torch
-from transformers import BitsAndBytesConfig
 
 from course_lib import measurement, memory, models, plots, resources
 from course_lib.source import show_source
@@ -164,9 +163,11 @@ for shape, method, claim, where in seed_claims:
 # * **"~3× model size in GPU VRAM just to start training"** (model + gradients + Adam's two moments): its own list
 #   adds up to 1 + 1 + 2 = 4× the weights in one dtype, and the mixed-precision recipe needs 16 / 2 = 8× the bf16
 #   model, before any activation (computed below). **Does not hold.**
-# * **"The LoRA paper suggests α = 2r"**: it does not. Hu et al. (2021, section 4.1) set α to the first r they try
-#   and do not tune it, so the update's scale α/r starts at 1; α = 2r is a later rule of thumb. **Does not hold as
-#   attributed.** (With α = 2r, α/r = 2 at every rank: notebook 09 uses it so that ranks compare at equal scale.)
+# * **"The LoRA paper suggests α = 2r"**: it does not. Hu et al. (2021, [arXiv:2106.09685](https://arxiv.org/abs/2106.09685),
+#   section 4.1) scale the update by α/r and write that they "simply set α to the first r we try and do not tune
+#   it", because with Adam tuning α is roughly tuning the learning rate; so α/r starts at 1. α = 2r is a later rule
+#   of thumb. **Does not hold as attributed.** (With α = 2r, α/r = 2 at every rank: notebook 09 uses it so that
+#   ranks compare at equal scale, and measures whether α moves the best learning rate.)
 # * **"Enables training 33B+ models on 24 GB VRAM GPUs (e.g., RTX 3090, T4)"**: checked against the estimator below
 #   (QLoRA, r = 8 on q and v, 512 tokens, batch 1). A T4 has 16 GB, not 24.
 
@@ -261,8 +262,7 @@ print(f"largest error: {max(abs(float(r['error_pct'])) for r in rows):.1f}%")
 # norms as loaded here in fp32).
 
 # %%
-bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                         bnb_4bit_compute_dtype=torch.float32)
+bnb = models.nf4_config(torch.float32)  # NF4, blocks of 64, double quantization, fp32 compute on a CPU
 with measurement.measure("cpu") as m:
     qmodel, _tok = models.load_causal_lm(quantization_config=bnb)
 predicted = memory.estimate_training_memory(qmodel.config, "qlora")

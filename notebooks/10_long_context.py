@@ -20,7 +20,8 @@
 # the activations, not the weights), take it back one technique at a time (a cross-entropy that never holds the
 # full logits, checkpoints offloaded to CPU memory, LoRA without dropout, a tiled MLP), check on a tiny model that
 # each technique gives exactly the plain path's loss and gradients, and compare the predicted peak of each step
-# with the one measured on a GPU capped at a T4's 15 GiB, beside Unsloth.
+# with the one measured on a GPU capped like a T4, beside Unsloth; then see, tensor by tensor, what is alive at the
+# measured peak of each step, and why fp16 gradients need loss scaling to be compared at all.
 #
 # **Runs in:** under a minute on a 2-core CPU; it needs no GPU (the GPU measurements are read from
 # `course_lib/resources/measurements/` when a run of `benchmarks/long_context.py` is committed).
@@ -55,7 +56,7 @@ from course_lib.source import show_source
 
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()
-CAP = 15 * 2**30  # a free Colab T4: 16 GB card, about 15 GiB for tensors
+CAP = memory.usable_bytes("T4")  # a free Colab T4 (15 GiB card) less the course's headroom: what the GPU runs use
 config = models.synthetic_config("llama-3.1-8b")  # Llama-3-8B's shape, 131,072 positions; shapes only
 print(f"Llama-3.1-8B shape: {memory.parameter_count(config) / 1e9:.2f} B parameters, vocabulary "
       f"{config.vocab_size:,}, hidden {config.hidden_size:,}, MLP {config.intermediate_size:,}, "
@@ -180,6 +181,8 @@ except FileNotFoundError as err:
     unsloth_rows = []
     print(err)
 
+other_shapes = [r for r in measured if r["shape"] != "llama-3.1-8b"]
+measured = [r for r in measured if r["shape"] == "llama-3.1-8b"]
 if measured:
     print(f"{measured[0]['device']}, cap {measured[0]['cap_gib']} GiB, {measured[0]['date']}")
     longest = {r["step"]: r for r in measured + unsloth_rows if r["kind"] == "longest"}
@@ -211,6 +214,18 @@ if measured:
             print(f"{r['kind']:<12} {r['step']}: {r['note'] or ('peak ' + r['measured_peak_gib'] + ' GiB, ' + r['tokens_per_s'] + ' tokens/s')}")
 
 # %% [markdown]
+# The Llama-2-7B shape, measured in the same way: its position limit is 4,096 tokens, so every step fits the whole
+# limit and the techniques show only in the peak and the speed at that length:
+
+# %%
+if other_shapes:
+    print(f"{'shape':<12}{'step':<20}{'tokens':>7}{'measured GiB':>14}{'predicted GiB':>15}{'error':>8}{'tokens/s':>10}")
+    for r in other_shapes:
+        if r["kind"] == "speed" and r["fits"] == "True" and r["seq_len"] == "4096":
+            print(f"{r['shape']:<12}{r['step']:<20}{int(r['seq_len']):>7,}{float(r['measured_peak_gib']):>14.2f}"
+                  f"{float(r['predicted_peak_gib']):>15.2f}{float(r['error_pct']):>7.1f}%{float(r['tokens_per_s']):>10,.0f}")
+
+# %% [markdown]
 # The waterfall at one long length, predicted beside measured (when a GPU run is committed, the measured peaks at
 # that length are the black marks):
 
@@ -225,6 +240,42 @@ if measured:
                                 title=f"Predicted (bars) and measured (marks) peak at {pick:,} tokens")
 else:
     print("No GPU run committed yet: section 1 shows the prediction only.")
+
+# %% [markdown]
+# ## 7. What is alive at the peak, tensor by tensor
+#
+# A predicted peak is a sum of tensors; the GPU can show the actual ones. `benchmarks/long_context_breakdown.py`
+# runs each step once more (no cap) with PyTorch's allocator trace on (`torch.cuda.memory._record_memory_history`),
+# replays the trace to the moment of the peak, and groups the tensors alive then by their size per token (`h fp16`:
+# one hidden-sized row of 2 bytes per token, `inter`: the MLP's width, `V`: the vocabulary) and the line of code
+# that allocated them. This is where `longctx.predict_peak`'s model of the recomputed layer comes from: with LoRA
+# dropout the layer peaks once it is recomputed (each adapter's dropped copy and its 1-byte mask alive); without
+# dropout, inside the MLP's backward pass; with the MLP tiled, in an RMSNorm's fp32 backward (five hidden-sized fp32
+# temporaries).
+
+# %%
+breakdown = resources.measurements("long_context_breakdown.csv")
+for step in [s[0] for s in longctx.STEPS[2:]]:
+    rows_at = [r for r in breakdown if r["step"] == step and r["seq_len"] == "16384" and r["gib"]]
+    if not rows_at:
+        continue
+    head = rows_at[0]
+    print(f"{step} at 16,384 tokens: measured {head['measured_peak_gib']} GiB, predicted {head['predicted_peak_gib']} "
+          f"GiB ({float(head['error_pct']):+.1f}%)")
+    for r in rows_at[:7]:
+        print(f"  {float(r['gib']):6.3f} GiB  {r['count'] or '':>3} x {r['group']:<26} {r['allocated_by'][:70]}")
+
+# %% [markdown]
+# **Comparing fp16 gradients needs loss scaling.** On the GPU, the gradients of all techniques against the plain
+# path first differed by 13% (relative norm) although the losses agreed to six digits. The gradient of one logit
+# is about 1 / (tokens × vocabulary), below fp16's smallest number (about 6e-8; below 6e-5 only a few significant
+# bits are left): the backward pass's fp16 tensors round to 0 or to a few bits, differently in each path. Training
+# in fp16 scales the loss before the backward pass for exactly this reason (`GradScaler` starts at 2^16); with the
+# same scale, the two paths agree:
+
+# %%
+for r in resources.measurements("long_context_equivalence.csv"):
+    print(f"{r['step']:<45} {r['note'].split(';')[1].strip()}")
 
 # %% [markdown]
 # ## Check yourself

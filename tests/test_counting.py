@@ -73,10 +73,10 @@ def test_count_errors_name_existing_layers():
 
 
 def test_four_bit_summary_matches_peft(tmp_path):
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     models.tiny_model("llama").save_pretrained(tmp_path)
-    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    bnb = models.nf4_config(torch.float32, double_quant=False)
     model = AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=bnb)
     assert any(type(p).__name__ == "Params4bit" for p in model.parameters())
     fp32 = AutoModelForCausalLM.from_pretrained(tmp_path)

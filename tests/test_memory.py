@@ -24,7 +24,7 @@ def test_parts_add_up_and_methods_order():
 
 def test_weights_in_4bit_match_a_real_load_on_cpu():
     pytest.importorskip("bitsandbytes")
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     config = models.tiny_config("llama", hidden_size=128, intermediate_size=256, vocab_size=512)
     model = AutoModelForCausalLM.from_config(config)
@@ -32,8 +32,7 @@ def test_weights_in_4bit_match_a_real_load_on_cpu():
 
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder)
-        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                 bnb_4bit_compute_dtype=torch.float32)
+        bnb = models.nf4_config(torch.float32)
         q = AutoModelForCausalLM.from_pretrained(folder, quantization_config=bnb, dtype=torch.float32)
     packed = sum(p.numel() for p in q.parameters() if p.dtype == torch.uint8)
     expected = sum(memory.nf4_bytes(i * o)[0] for i, o in memory.linear_shapes(config).values()) * config.num_hidden_layers

@@ -28,9 +28,8 @@ def test_embedded_default_model_loads_offline_and_says_so(capsys):
 @pytest.mark.slow
 def test_embedded_model_loads_in_4bit_on_cpu():
     from bitsandbytes.nn import Linear4bit
-    from transformers import BitsAndBytesConfig
 
-    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    bnb = models.nf4_config(torch.float32, double_quant=False)
     model, _ = models.load_causal_lm(quantization_config=bnb, verbose=False)
     assert isinstance(model.model.layers[0].self_attn.q_proj, Linear4bit)
 
