@@ -349,6 +349,62 @@ QUIZZES: dict[str, list[Question]] = {
             "With dropout 0 the adapter reuses the input the frozen 4-bit layer keeps anyway."),
            ("it doubles the adapter size", "Dropout has no parameters."),
            ("it disables gradient checkpointing", "Checkpointing still runs; dropout adds saved tensors inside it.")),
+        _q("The 8B shape (vocabulary 128,256), batch 1, at 8,192 tokens: how much memory do the logits take at the "
+           "loss's backward with the plain loss, and with the chunked loss at 1,024 tokens a chunk?", 0,
+           ("11.74 GiB plain, 0.98 GiB chunked", "Plain: 12 bytes x 8,192 x 128,256 = 11.74 GiB (three fp32 tensors "
+            "of tokens x vocabulary); chunked: 8 bytes x 1,024 x 128,256 = 0.98 GiB, whatever the length."),
+           ("3.91 GiB plain, 0.49 GiB chunked", "That counts one fp32 tensor, 4 bytes per logit: the plain loss's "
+            "backward holds three at once, and the chunked model counts 8 bytes per logit of the chunk."),
+           ("11.74 GiB plain, 7.83 GiB chunked", "7.83 GiB is 8 bytes for every token's logits: chunking keeps only "
+            "one chunk's at a time, so its share does not grow with the sequence."),
+           ("1.96 GiB plain, 0.98 GiB chunked", "1.96 GiB is one fp16 copy, 2 bytes per logit: the loss computes in "
+            "fp32 and holds three tensors of that size at its backward."), applied=True),
+        _q("A step at 4,096 tokens with the 8B vocabulary (128,256) in fp16. The loss is a mean, so each logit's "
+           "gradient is about 1/(tokens x vocabulary). What happens to it without loss scaling?", 1,
+           ("nothing: fp16 rounds it up to its smallest number, about 6e-8", "Rounding goes to the nearest "
+            "representable number, and for a number far below half the smallest subnormal that is 0."),
+           ("at about 1.9e-9 it is below fp16's smallest subnormal (about 6e-8) and becomes 0; GradScaler's starting "
+            "scale of 65,536 lifts it to about 1.2e-4, which fp16 holds",
+            "That is why fp16 training scales the loss, and why notebook 10's fp16 gradient checks do "
+            "(forward_backward's loss_scale): with it, the committed H100 run's gradients with all techniques differ "
+            "from the plain path's by 0.25% (relative norm)."),
+           ("it overflows to inf", "Overflow threatens numbers above fp16's largest, 65,504; this gradient is tiny."),
+           ("the loss becomes 0 instead", "The loss is about ln(128,256) ≈ 11.8 for a model that has not learned: "
+            "well inside fp16's range. Each logit's gradient is what is tiny."), applied=True),
+        _q("Offloading keeps 4 layer inputs on the GPU (longctx.OFFLOAD_GPU_COPIES) instead of all 32. For the 8B "
+           "shape (hidden 4,096, fp16) at 32,768 tokens, how much GPU memory does it take back?", 2,
+           ("8.00 GiB", "That is all 32 layer inputs: a few stay on the GPU, the one backward is using, the one being "
+            "fetched and copies the allocator cannot reuse yet."),
+           ("0.25 GiB", "That is one layer input, 32,768 x 4,096 x 2 bytes: offloading takes back 28 of them."),
+           ("7.00 GiB", "(32 - 4) x 32,768 x 4,096 x 2 bytes = 7.00 GiB. The 4 that stay: the layer input in use, "
+            "the one prefetched, and copies whose memory the allocator can reuse only once the side stream has "
+            "finished with them."),
+           ("7.75 GiB", "That keeps only the one in use; the backward pass also fetches the next one ahead, and a "
+            "copy's memory is free only after the side stream finishes with it."), applied=True),
+        _q("With all four techniques, at the tens of thousands of tokens they reach on a T4, what is the predicted "
+           "(and traced) peak of the recomputed decoder layer's backward?", 3,
+           ("the MLP's backward: three intermediate-sized gradients per token", "That is the peak without the tiled "
+            "MLP (and without dropout); tiling keeps the MLP's wide tensors for one tile at a time."),
+           ("one chunk's logits", "The loss's chunk is smaller than a decoder layer's backward at these lengths; "
+            "the peak phase is the layer's backward."),
+           ("the attention scores, tokens x tokens", "PyTorch's scaled_dot_product_attention on a GPU never stores "
+            "the scores matrix: what attention keeps grows linearly with the tokens."),
+           ("an RMSNorm's backward, which holds five hidden-sized fp32 temporaries per token", "The MLP's wide "
+            "tensors now exist for one tile only, while the norm's backward still runs over every token in fp32: "
+            "longctx.predict_peak's 'norm backward' moment. (Over a few short tiles the MLP's backward still leads.)")),
+        _q("The committed GPU run also searched Llama-2-7B's shape: every step, from PEFT's default to all four "
+           "techniques, fits 4,096 tokens and no more is tried. What does that say about the techniques?", 1,
+           ("they do not work on Llama-2", "They work on any Llama-family model: on the Llama-2-7B shape, all "
+            "techniques against the plain path agreed to 0.25% (relative gradient norm)."),
+           ("nothing: 4,096 is Llama-2's position limit (max_position_embeddings), so every step fits the whole "
+            "limit and none can show how much further it would go", "Longer sequences are refused "
+            "(SequenceTooLongError): its rotary embeddings were not trained that far. The 8B shape, with 131,072 "
+            "positions, is what shows the differences."),
+           ("its vocabulary of 32,000 makes the logits too small to matter", "A smaller vocabulary does shrink the "
+            "logits, but that is not why every step stops at the very same length: the search stopped at the "
+            "position limit, not at memory."),
+           ("a T4 cannot hold Llama-2-7B beyond 4,096 tokens", "Every step, even PEFT's default, fits at 4,096: the "
+            "position limit stopped the search, not memory.")),
     ],
     "09": [
         _q("Why can notebook 06's `orders` task not compare LoRA with full fine-tuning?", 1,

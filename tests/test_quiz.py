@@ -9,9 +9,10 @@ import pytest
 import torch
 from transformers import GPT2Config
 
-from course_lib import counting, data, lora, lowrank, memory, models, nf4, quiz, resources
+from course_lib import counting, data, longctx, lora, lowrank, memory, models, nf4, quiz, resources
 
-NOTEBOOKS = [f"{i:02d}" for i in range(1, 9)]
+# every quiz, 09 left out while its questions are being written on another branch (drop the filter when it lands)
+NOTEBOOKS = [nb for nb in sorted(quiz.QUIZZES) if nb != "09"]
 
 
 def test_every_notebook_has_five_questions_two_of_them_applied_with_a_reason_per_option():
@@ -81,6 +82,19 @@ def _facts():
     features = [{"input_ids": [1] * 5, "labels": [-100] * 3 + [7, 8]}, {"input_ids": [1] * 7, "labels": [1] * 7}]
     row_labels = data.collate(features, 0)["labels"][0]
     pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
+    c8 = models.synthetic_config("llama-3.1-8b")
+    V8 = c8.vocab_size
+    gib = lambda nbytes: f"{nbytes / 2**30:.2f} GiB"  # noqa: E731
+    loss_logits = lambda n, techniques, **kw: longctx.predict_peak(c8, techniques, n, **kw).details["loss_logits"]  # noqa: E731
+    stored = lambda techniques: longctx.predict_peak(c8, techniques, 32768).details["stored_activations"]  # noqa: E731
+    layer_input = 32768 * c8.hidden_size * 2
+    logit_grad = 1 / (4096 * V8)
+    scale = 2.0 ** 16  # torch.amp.GradScaler's init_scale
+    fp16 = torch.finfo(torch.float16)
+    long_rows = resources.measurements("long_context.csv")
+    grad_diff = {r["shape"]: float(re.search(r"differ by ([\d.e+-]+)", r["note"]).group(1))
+                 for r in long_rows if r["step"] == "all techniques vs plain"}
+    assert all("loss scale 65536" in r["note"] for r in long_rows if r["step"] == "all techniques vs plain")
     return {
         ("01", 2): {"2": f"{torch.linalg.matrix_norm(W - lowrank.rank_k_approx(W, 2), ord=2).item():.0f}",
                     "√5 ≈ 2.236": f"√5 ≈ {lowrank.approx_error(W, 2):.3f}",
@@ -147,6 +161,25 @@ def _facts():
         ("07", 4): {"0.37 bits": f"{dq_saving:.2f} bits"},
         ("08", 3): {"38.05 GB": f"{_gb(per_gpu70[1])} GB", "9.51 GB": f"{_gb(per_gpu70[1] / 4)} GB",
                     "13.30 GB": f"{_gb(per_gpu70[4])} GB", "22.18 GB": f"{_gb(per_gpu70[2])} GB"},
+        ("10", 0): {"128,256": f"{V8:,}"},
+        ("10", 4): {"128,256": f"{V8:,}", "8,192": f"{8192:,}", "1,024": f"{longctx.DEFAULT_LOSS_CHUNK:,}",
+                    "11.74 GiB": gib(loss_logits(8192, ("no_lora_dropout",))),
+                    "0.98 GiB": gib(loss_logits(8192, ("chunked_loss",))),
+                    "3.91 GiB": gib(4 * 8192 * V8), "0.49 GiB": gib(4 * 1024 * V8),
+                    "7.83 GiB": gib(8 * 8192 * V8), "1.96 GiB": gib(2 * 8192 * V8)},
+        ("10", 5): {"4,096": f"{4096:,}", "128,256": f"{V8:,}", "1.9e-9": f"{logit_grad:.1e}".replace("e-0", "e-"),
+                    "6e-8": f"{fp16.smallest_normal * 2.0 ** -10:.0e}".replace("e-0", "e-"),
+                    "65,536": f"{int(scale):,}", "1.2e-4": f"{logit_grad * scale:.1e}".replace("e-0", "e-"),
+                    "0.25%": f"{grad_diff['llama-3.1-8b']:.2%}", "65,504": f"{int(fp16.max):,}",
+                    "11.8": f"{math.log(V8):.1f}"},
+        ("10", 6): {"4 layer inputs": f"{longctx.OFFLOAD_GPU_COPIES} layer inputs",
+                    "all 32": f"all {c8.num_hidden_layers}", "4,096": f"{c8.hidden_size:,}",
+                    "32,768": f"{32768:,}", "7.00 GiB": gib(stored(("chunked_loss",)) - stored(("chunked_loss", "offload"))),
+                    "8.00 GiB": gib(c8.num_hidden_layers * layer_input), "0.25 GiB": gib(layer_input),
+                    "7.75 GiB": gib((c8.num_hidden_layers - 1) * layer_input)},
+        ("10", 8): {"4,096": f"{models.synthetic_config('llama-2-7b').max_position_embeddings:,}",
+                    "0.25%": f"{grad_diff['llama-2-7b']:.2%}", "131,072": f"{c8.max_position_embeddings:,}",
+                    "32,000": f"{models.synthetic_config('llama-2-7b').vocab_size:,}"},
         ("08", 4): {"13.88 GB": f"{lora7.total_gb:.2f} GB", "3.47 GB": f"{lora7.total_gb / 4:.2f} GB",
                     "6.94 GB": f"{lora7.total_gb / 2:.2f} GB",
                     "13.90 GB": f"{memory.estimate_per_gpu_memory(c7, 'lora', 4, 'ddp').total_gb:.2f} GB"},
@@ -189,3 +222,22 @@ def test_the_bf16_threshold_the_quiz_states_is_the_one_course_lib_enforces():
 
     assert "capability >= 8.0" in quiz.questions("07")[1].reasons[0]
     assert "needs >= 8.0" in inspect.getsource(hardware.compute_dtype)
+
+
+def test_what_quiz_10_says_about_the_peak_and_the_position_limit_is_what_course_lib_predicts():
+    from course_lib import memory
+
+    c8, c7 = models.synthetic_config("llama-3.1-8b"), models.synthetic_config("llama-2-7b")
+    t4 = memory.usable_bytes("T4")
+    assert "norm backward" in quiz.questions("10")[7].why and "RMSNorm" in quiz.questions("10")[7].options[3]
+    longest = {name: longctx.predicted_longest(c8, t, prep=prep, available=t4) for name, prep, t in longctx.STEPS}
+    all_four = longctx.predict_peak(c8, longctx.TECHNIQUES, longest["+ tiled mlp"])
+    assert longest["+ tiled mlp"] > 10_000 and all_four.peak_phase == "backward of the last decoder layer"
+    assert all_four.details["layer_moment"] == "norm backward"
+    without_tiles = longctx.predict_peak(c8, longctx.TECHNIQUES[:3], longest["+ no lora dropout"])
+    assert without_tiles.details["layer_moment"] == "MLP backward"  # "the peak without the tiled MLP"
+    # Llama-2-7B: every step fits its whole position limit, so the search stops there
+    assert all(longctx.predicted_longest(c7, t, prep=prep, available=t4) == c7.max_position_embeddings
+               for _, prep, t in longctx.STEPS)
+    rows = [r for r in resources.measurements("long_context.csv") if r["shape"] == "llama-2-7b" and r["kind"] == "longest"]
+    assert len(rows) == len(longctx.STEPS) and {int(r["seq_len"]) for r in rows} == {c7.max_position_embeddings}

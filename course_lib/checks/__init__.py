@@ -11,3 +11,4 @@ from .nb05_memory import check_logits_bytes, check_lora_memory  # noqa: F401
 from .nb06_finetuning import check_collate, check_recipe, check_save_reload_merge  # noqa: F401
 from .nb07_qlora import check_after_load_memory, check_batch_seq  # noqa: F401
 from .nb08_scaling import check_fewest_gpus, check_fsdp_shard  # noqa: F401
+from .nb10_long_context import check_chunked_loss, check_logit_bytes, check_longest_fitting_length  # noqa: F401
