@@ -325,7 +325,7 @@ QUIZZES: dict[str, list[Question]] = {
     "10": [
         _q("For the 8B shape (vocabulary 128,256) at a few thousand tokens, what is the largest part of the lean "
            "QLoRA step's predicted peak?", 1,
-           ("the 4-bit weights", "About 5 GB, fixed: the logits outgrow them within a few thousand tokens."),
+           ("the 4-bit weights", "Fixed whatever the length: the logits outgrow them within a few thousand tokens."),
            ("the logits and their gradients (12 bytes per token per vocabulary entry)",
             "tokens x 128,256 x 12 bytes outgrows the whole 4-bit model: section 1's first bars."),
            ("the LoRA adapters", "Tens of MB at r=32."),

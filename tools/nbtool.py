@@ -172,7 +172,7 @@ def cmd_render(out: Path) -> None:
 # What each lesson needs first (by number). What each teaches is read from the notebook's own title cell (its
 # "**You will:**" paragraph), so a lesson's description lives in one place: the notebook.
 PREREQUISITES = {"01": (), "02": ("01",), "03": ("02",), "04": (), "05": ("03", "04"), "06": ("02", "03"),
-                 "07": ("04", "05", "06"), "08": ("06", "07")}
+                 "07": ("04", "05", "06"), "08": ("06", "07"), "09": ("01", "04", "06"), "10": ("05", "07")}
 
 
 def lesson_info(name: str, nb: nbformat.NotebookNode) -> dict:
