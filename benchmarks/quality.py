@@ -42,6 +42,12 @@ GRIDS = {
     # alpha/sqrt(r) at three ranks (alpha 16: scaling 16, 5.7 and 2 at r = 1, 8, 64)
     "alpha": ("orders_heldout", [(Arm("LoRA r=8 alpha=8", alpha=8), lr) for lr in (1e-3, 3e-3, 1e-2)]
               + [(Arm(f"rsLoRA r={r}", r=r, alpha=16, rslora=True), 1e-3) for r in (1, 8, 64)]),
+    # the two smaller rates for alpha = r, so that its best rate can be interior; and the best rate per rank, with
+    # alpha = 2r (scaling 2 at every rank) and with rsLoRA (alpha 16: scaling 16 at r=1, 2 at r=64)
+    "alpha-lr": ("orders_heldout", [(Arm("LoRA r=8 alpha=8", alpha=8), lr) for lr in (1e-4, 3e-4)]
+                 + [(Arm(n, r=r, rslora=rs, alpha=16 if rs else None), lr) for n, r, rs in
+                    (("LoRA r=1", 1, False), ("LoRA r=64", 64, False), ("rsLoRA r=1", 1, True),
+                     ("rsLoRA r=64", 64, True)) for lr in (3e-4, 3e-3)]),
     # the same 320 examples in 10 steps of 32 instead of 40 of 8, each method at its main rate
     "batch": ("orders_heldout", [(Arm("LoRA r=8"), 1e-3, 32), (Arm("full fine-tuning", method="full"), 1e-4, 32)]),
     "facts": ("facts", [(Arm("full fine-tuning", method="full"), 1e-4), (Arm("LoRA r=1", r=1), 1e-3),
