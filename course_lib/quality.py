@@ -313,6 +313,24 @@ def verdicts(rows: list[dict], task: str) -> list[tuple[str, str, str]]:
     claim("with rsLoRA's alpha/sqrt(r), higher rank trains better", ["rsLoRA r=1", "rsLoRA r=8", "rsLoRA r=64"],
           rslora)
 
+    def rank_lr():
+        best = {n: _best_lr(rows, task, n) for n in ("LoRA r=1", "LoRA r=64", "rsLoRA r=1", "rsLoRA r=64")}
+
+        def show(n):  # the best rate, or a bound when it is the smallest or largest rate tried
+            row, interior = best[n]
+            lrs = [r["lr"] for r in rows if r.get("task") == task and r.get("name") == n]
+            return ("" if interior else "<=" if row["lr"] == min(lrs) else ">=") + f"{row['lr']:g}"
+        same = {k: best[f"{k} r=1"][0]["lr"] == best[f"{k} r=64"][0]["lr"] and best[f"{k} r=1"][1]
+                and best[f"{k} r=64"][1] for k in ("LoRA", "rsLoRA")}
+        measured = (f"best LR r=1 / r=64: alpha=2r {show('LoRA r=1')} / {show('LoRA r=64')}; "
+                    f"rsLoRA {show('rsLoRA r=1')} / {show('rsLoRA r=64')}")
+        return measured, ("holds" if same["rsLoRA"] else "does not hold" + (" (alpha = 2r does, here)"
+                                                                              if same["LoRA"] else ""))
+    if all(_best_lr(rows, task, n)[0] for n in ("LoRA r=1", "LoRA r=64", "rsLoRA r=1", "rsLoRA r=64")):
+        claim("rsLoRA's alpha/sqrt(r) keeps the best LR the same across ranks", [], rank_lr)
+    else:
+        out.append(("rsLoRA's alpha/sqrt(r) keeps the best LR the same across ranks", "", "not measured in this run"))
+
     def batch():
         big = {n: [r for r in rows if r.get("task") == task and r.get("name") == n and r.get("batch_size", 8) > 8
                    and math.isclose(r.get("lr") or 0, MAIN_LR.get(n, 1e-3))] for n in ("LoRA r=8", "full fine-tuning")}

@@ -137,7 +137,7 @@ del model
 #
 # ```
 # python benchmarks/quality.py --arms main --seeds 0 1 2 --base
-# python benchmarks/quality.py --arms lr-sweep        # and: placement, alpha, batch
+# python benchmarks/quality.py --arms lr-sweep        # and: placement, alpha, alpha-lr, batch
 # python benchmarks/quality.py --arms facts --base
 # ```
 
@@ -159,14 +159,15 @@ for task in ("orders_heldout", "facts"):
               f"{a['score'] / full:>6.2f} {a['score'] / lora8:>6.2f} {a['eval_loss']:>9.3f} {a['general_loss']:>12.3f}")
 
 # %% [markdown]
-# The sweeps (seed 0): learning rates for LoRA r=8 (α = 16 and α = 8) and full fine-tuning, rsLoRA at three ranks,
+# The sweeps (seed 0): learning rates for LoRA r=8 (α = 16 and α = 8) and full fine-tuning; for r = 1 and 64 with
+# α = 2r and with rsLoRA (α = 16 scaled by 1/√r: at r = 64 that is the same scale, 2, as α = 2r, and the same run);
 # and batch 32 for 10 steps (the same 320 examples in fewer, larger steps).
 
 # %%
 # NBVAL_CHECK_OUTPUT
 sweeps = [r for r in results if r["task"] == "orders_heldout" and (r["seed"] == 0 or r["seed"] == "")
-          and r["name"] in ("LoRA r=8", "full fine-tuning", "LoRA r=8 alpha=8", "rsLoRA r=1", "rsLoRA r=8",
-                            "rsLoRA r=64")]
+          and r["name"] in ("LoRA r=8", "full fine-tuning", "LoRA r=8 alpha=8", "LoRA r=1", "LoRA r=64",
+                            "rsLoRA r=1", "rsLoRA r=8", "rsLoRA r=64")]
 print(f"{'arm':<18} {'alpha':>5} {'lr':>7} {'batch':>5} {'steps':>5} {'eval loss':>9} {'score':>6} {'general loss':>12}")
 for r in sorted(sweeps, key=lambda r: (r["name"], r["batch_size"], r["lr"])):
     alpha = f"{r['alpha']:g}" if r["alpha"] != "" else "2r"
@@ -215,7 +216,9 @@ for task in ("orders_heldout", "facts"):
 #   NF4's error relative to what a task needs changes with model size: this is the claim most likely to differ on
 #   a 7B model.
 # * *Learning rates.* Both best rates are interior to their sweeps, so the ratio is a measurement, not a bound.
-#   Halving α did not give a determined answer within three rates: α = r's best is the smallest rate tried.
+#   Halving α raised LoRA's best rate: α multiplies the update like a learning rate does. With α = 2r the best
+#   rate was the same at r = 1 and r = 64; rsLoRA's α/√r, which gives r = 1 eight times the scale of r = 64, moved
+#   r = 1's best rate down.
 # * *rsLoRA*, *DoRA* and *PiSSA* did not beat plain LoRA within the noise here. PiSSA's general loss rises far
 #   above plain LoRA's at the same rank: it trains W's principal directions, where most of what the model knows is.
 # * *Batch size.* The same 320 examples in 10 steps of 32 cost LoRA more score than full fine-tuning, at each

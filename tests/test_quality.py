@@ -108,3 +108,16 @@ def test_loftq_partly_closes_a_gap_and_rslora_needs_rank_to_help():
     rows[-1]["score"] = 0.90
     v = {c: verdict for c, _, verdict in quality.verdicts(rows, "t")}
     assert v["with rsLoRA's alpha/sqrt(r), higher rank trains better"] == "holds"
+
+
+def test_rank_lr_verdict_compares_best_rates_across_ranks():
+    losses = {"LoRA r=1": (2.0, 1.0, 1.5), "LoRA r=64": (2.0, 1.0, 1.5), "rsLoRA r=1": (1.0, 1.2, 1.5),
+              "rsLoRA r=64": (2.0, 1.0, 1.5)}
+    rows = [{"task": "t", "name": n, "lr": lr, "eval_loss": loss, "score": 0.5, "seed": 0}
+            for n, ls in losses.items() for lr, loss in zip((3e-4, 1e-3, 3e-3), ls, strict=True)]
+    claim = "rsLoRA's alpha/sqrt(r) keeps the best LR the same across ranks"
+    v = {c: (m, verdict) for c, m, verdict in quality.verdicts(rows, "t")}
+    assert v[claim] == ("best LR r=1 / r=64: alpha=2r 0.001 / 0.001; rsLoRA <=0.0003 / 0.001",
+                        "does not hold (alpha = 2r does, here)")
+    rows[6]["eval_loss"], rows[7]["eval_loss"] = 2.0, 1.0  # rsLoRA r=1 now best at 1e-3 too
+    assert {c: verdict for c, _, verdict in quality.verdicts(rows, "t")}[claim] == "holds"
