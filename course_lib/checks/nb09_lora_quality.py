@@ -138,7 +138,10 @@ def check_qlora_ratio(fn) -> None:
             got = _call(fn, [dict(r) for r in table], task, name="qlora_ratio")
             want = ratio(table, task)
             if not isinstance(got, (int, float)) or not math.isclose(got, want, abs_tol=1e-3):
-                fail(f"{task}, {label}: you say {got!r}; QLoRA r=8 / LoRA r=8 over the seeds is {want:.3f}",
+                named = sum(r.get("task") == task and r.get("name") == "LoRA r=8" for r in table)
+                main = arm_means(table, task)["LoRA r=8"][2]
+                fail(f"{task}, {label}: you say {got!r}, not the ratio of the two arms' mean scores over their "
+                     f"seeds ({named} rows of this task are named 'LoRA r=8', {main} of them its main run)",
                      "the ratio is mean(QLoRA r=8 scores) / mean(LoRA r=8 scores) over the seeds of the task "
                      "you are given.",
                      "'LoRA r=8' also names the learning-rate sweep and the batch-32 run: keep lr 1e-3 and batch "
