@@ -409,7 +409,8 @@ QUIZZES: dict[str, list[Question]] = {
     "09": [
         _q("Why can notebook 06's `orders` task not compare LoRA with full fine-tuning?", 1,
            ("it is too small to train on a CPU", "It trains in minutes on a CPU; size is not the problem."),
-           ("its eval rows reuse the training names, items, cities and templates, so every method reaches 1.00",
+           ("its eval rows reuse the training names, items, cities and templates, so every method gets every field "
+            "right",
             "A task that every arm aces hides every difference; `orders_heldout` evaluates on unseen entities and "
             "templates."),
            ("it has no eval split", "It has one: 64 rows, but made of the training rows' parts."),
@@ -427,6 +428,67 @@ QUIZZES: dict[str, list[Question]] = {
             "directions only."),
            ("NF4 has no error", "Notebook 04 measured it."),
            ("LoftQ only works on embeddings", "It works on every quantized linear layer.")),
+        _q("On `facts` (invented countries and capitals, 120 steps) LoRA r=1 scores near zero and r=64 matches full "
+           "fine-tuning; on `orders_heldout` r=1 stays within a few points of r=8 on every seed. What explains the "
+           "difference?", 2,
+           ("facts needed more steps, and r=1 did not get them", "Every arm of a task got the same steps: at the "
+            "same 120 steps r=1 stays near zero while r=64 reaches full fine-tuning. The gap is rank, not steps."),
+           ("r=1 diverged on facts", "Its held-out loss fell far below the base model's (the eval loss column): it "
+            "learned, as much as rank 1 can hold."),
+           ("facts must store many new associations in the weights, so its update needs capacity and rank "
+            "matters; orders_heldout needs a small update (a format the model nearly has), which rank 1 already "
+            "holds", "Rank is capacity: it matters when the task is capacity-bound, and hardly at all when it is "
+            "not. That is why 'r=8 is enough' and 'rank matters' are both true, for different tasks."),
+           ("low rank always hurts; orders_heldout is too noisy to show it", "On orders_heldout r=1's three seeds "
+            "sit close to r=8's: the task does not need the capacity, so there is little for rank to add.")),
+        _q("From the table (orders_heldout, 40 steps, three seeds each): LoRA r=8's mean score is above full "
+           "fine-tuning's. Compute the difference of the two means and each arm's spread over its seeds (highest "
+           "minus lowest). What do you conclude?", 1,
+           ("LoRA r=8 beats full fine-tuning on this task", "The difference of the means (0.020) is smaller than "
+            "the spread of either arm's own seeds: another seed could reverse it."),
+           ("the difference is smaller than either arm's seed-to-seed spread: the table cannot tell them apart on "
+            "this task", "Means 0.911 (LoRA r=8) and 0.892 (full) differ by 0.020, while LoRA r=8's seeds spread "
+            "over 0.027 and full fine-tuning's over 0.043. A difference inside the seed spread is not a result."),
+           ("full fine-tuning is better: it trains every weight", "Its mean is the lower one here; more trainable "
+            "parameters do not promise a higher score after 40 steps."),
+           ("seeds cannot matter: every seed trains on the same rows", "The seed sets the adapter's random start "
+            "and the order of the batches; one arm's seeds differ by as much as the two arms do."), applied=True),
+        _q("The table has QLoRA r=8 twice: the NF4 round trip (every linear weight replaced by its NF4 values, "
+           "fp32 arithmetic on any CPU) and bitsandbytes' Linear4bit layers. Compare their scores seed by seed. "
+           "What follows?", 0,
+           ("they agree within 0.01 on every seed: the round trip is a faithful, CPU-friendly stand-in for the real "
+            "4-bit layers", "Both freeze the same NF4 codes (notebook 04); bitsandbytes also quantizes the block "
+            "scales (double quantization) and uses its own kernels, and the scores still differ by a field or two "
+            "of the held-out set, far below the seed spread."),
+           ("bitsandbytes scores clearly higher: real 4-bit storage beats a simulation", "The per-seed differences "
+            "are a field or two of the held-out set, far smaller than the differences between seeds."),
+           ("the round trip is optimistic: it keeps the fp32 weights", "It replaces every linear weight by its NF4 "
+            "round trip before training: the frozen base holds the 4-bit values, stored in fp32."),
+           ("they differ by more than the seed spread, so CPU results cannot be trusted", "Compute it: the largest "
+            "per-seed difference is below 0.01, while QLoRA's own seeds spread far wider."), applied=True),
+        _q("You train LoRA r=8 with Adam and change lora_alpha from 2r to r, keeping the learning rate. Roughly "
+           "what did you change?", 3,
+           ("nothing: alpha scales BA, which starts at zero", "BA starts at zero, but every step after that is "
+            "scaled by alpha/r: the weights move at half the speed."),
+           ("the adapter's capacity: it can now use half its rank", "Capacity is r, the shape of A and B; alpha is "
+            "only a scale."),
+           ("the strength of a regulariser, like weight decay", "alpha multiplies the update; nothing pulls the "
+            "weights toward zero."),
+           ("about what halving the learning rate would: Adam's steps do not depend on the gradient's scale, and "
+            "the weight change is alpha/r times the adapter's", "Each Adam step moves A and B by about the learning "
+            "rate whatever alpha is; W changes by alpha/r times that. So alpha and the learning rate trade against "
+            "each other: tune one, fix the other.")),
+        _q("In the table, 'rsLoRA r=64' (alpha 16, update scaled by alpha/√r) and seed 0 of 'LoRA r=64' (alpha 2r, "
+           "scaled by alpha/r) have the same held-out loss, score and general loss. Why?", 1,
+           ("rsLoRA is switched off at high rank", "PEFT applies alpha/√r at every rank; here it just gives the "
+            "same factor."),
+           ("both scale the update by the same factor, 16/√64 = 2 = 128/64, so the two runs compute the same thing",
+            "Same start, same data order, same factor: the same run. At r=8 the factors differ (16/√8 = 5.66 "
+            "against 2), and so do the rows."),
+           ("scores saturate at r=64", "Saturation would not make two losses equal to every digit, and these "
+            "scores are not the table's highest."),
+           ("a copy-paste error in the table", "Each row is its own run of benchmarks/quality.py; the scaling "
+            "factor explains the match exactly."), applied=True),
     ],
 }
 

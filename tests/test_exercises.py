@@ -1,6 +1,6 @@
 """Exercises: every undone exercise stops at its checker with a friendly ExerciseNotDone; the student copies reveal
 nothing (no solution line, no quiz answer or reason, no outputs); checkers give hints in steps and never the
-solution; every notebook has exercises (09: on its way)."""
+solution; every notebook has exercises."""
 
 import re
 import sys
@@ -82,7 +82,7 @@ def test_every_notebook_has_exercises_and_its_checkers_module():
 
     numbers = sorted(p.stem[:2] for p in nbtool.sources(nbtool.NOTEBOOKS))
     have = {p.stem[:2] for p in SOLUTIONS}
-    for nb in [n for n in numbers if n != "09"]:  # 09's exercises are being written on another branch
+    for nb in numbers:
         assert nb in have, f"notebook {nb} has no solutions/{nb}_*.py"
         assert list((ROOT / "course_lib" / "checks").glob(f"nb{nb}_*.py")), f"no checks/nb{nb}_*.py"
     for solution in SOLUTIONS:
@@ -182,6 +182,10 @@ WRONG = {
     "check_longest_fitting_length": lambda predict, available, step=256, limit=131072: limit,
     "check_chunked_loss": lambda hidden, weight, targets, chunk: torch.nn.functional.cross_entropy(
         hidden @ weight.t(), targets),  # right value, but every token's logits at once
+    "check_trainable_lora_params": lambda config, r, placement: config.num_hidden_layers * r * 2 * config.hidden_size,
+    "check_best_arm_within_budget": lambda rows, task, budget: "LoRA r=8",
+    "check_qlora_ratio": lambda rows, task: 1.0,
+    "check_prediction": lambda: "maybe",
 }
 
 
@@ -258,3 +262,49 @@ def test_notebook_10_checkers_pass_right_answers_and_catch_wrong_ones(capsys):
             assert expected in str(info.value), (name, str(info.value))
     with pytest.raises(checks.ExerciseNotDone):
         checks.check_chunked_loss(lambda *a: (_ for _ in ()).throw(NotImplementedError()))
+
+
+def test_notebook_09_checkers_pass_the_reference_and_catch_the_table_traps():
+    """Each checker of notebook 09 passes the course's own answer and fails the mistakes its hints are about:
+    averaging the sweep rows into an arm, counting the base model as an arm, k/v as large as q."""
+    from course_lib import checks, memory, quality
+    from course_lib.checks import nb09_lora_quality as nb09
+
+    def count(config, r, placement):
+        shapes = memory.linear_shapes(config)
+        names = list(shapes) if placement == "all-linear" else quality.PLACEMENTS[placement]
+        return config.num_hidden_layers * sum(r * sum(shapes[n]) for n in names)
+
+    def count_without_gqa(config, r, placement):  # every attention projection hidden x hidden
+        h, inter = config.hidden_size, config.intermediate_size
+        sizes = {"q_proj": 2 * h, "k_proj": 2 * h, "v_proj": 2 * h, "o_proj": 2 * h, "gate_proj": h + inter,
+                 "up_proj": h + inter, "down_proj": h + inter}
+        names = list(sizes) if placement == "all-linear" else quality.PLACEMENTS[placement]
+        return config.num_hidden_layers * r * sum(sizes[n] for n in names)
+
+    def best(rows, task, budget):
+        found = nb09.best_within(rows, task, budget)
+        return found and found[0]
+
+    def best_counting_the_base(rows, task, budget):  # the base row trains 0 parameters: it always "fits"
+        fits = [r for r in rows if r["task"] == task and r["trainable"] <= budget]
+        return max(fits, key=lambda r: r["score"])["name"] if fits else None
+
+    def mean_of_all_rows(rows, task, name):
+        s = [r["score"] for r in rows if r["task"] == task and r["name"] == name]
+        return sum(s) / len(s)
+
+    checks.check_trainable_lora_params(count)
+    checks.check_best_arm_within_budget(best)
+    checks.check_qlora_ratio(lambda rows, task: nb09.ratio(rows, task))
+    checks.check_prediction(lambda: False)
+    for check, wrong, seen in [
+            (checks.check_trainable_lora_params, count_without_gqa, "PEFT would train"),
+            (checks.check_best_arm_within_budget, best_counting_the_base, "'base (no training)'"),
+            (checks.check_qlora_ratio, lambda rows, task: mean_of_all_rows(rows, task, "QLoRA r=8")
+             / mean_of_all_rows(rows, task, "LoRA r=8"), "orders_heldout, the whole table"),
+            (checks.check_prediction, lambda: 1, "not True or False")]:
+        with pytest.raises(checks.ExerciseIncorrect, match=re.escape(seen)):
+            check(wrong)
+    with pytest.raises(checks.ExerciseNotDone):
+        checks.check_qlora_ratio(lambda rows, task: (_ for _ in ()).throw(NotImplementedError()))

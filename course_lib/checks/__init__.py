@@ -11,4 +11,10 @@ from .nb05_memory import check_logits_bytes, check_lora_memory  # noqa: F401
 from .nb06_finetuning import check_collate, check_recipe, check_save_reload_merge  # noqa: F401
 from .nb07_qlora import check_after_load_memory, check_batch_seq  # noqa: F401
 from .nb08_scaling import check_fewest_gpus, check_fsdp_shard  # noqa: F401
+from .nb09_lora_quality import (  # noqa: F401
+    check_best_arm_within_budget,
+    check_prediction,
+    check_qlora_ratio,
+    check_trainable_lora_params,
+)
 from .nb10_long_context import check_chunked_loss, check_logit_bytes, check_longest_fitting_length  # noqa: F401
