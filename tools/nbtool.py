@@ -348,6 +348,7 @@ def with_colab(nb: nbformat.NotebookNode, path: Path, settings: dict | None = No
     nb.cells[title].source = "\n".join(lines[:1] + [colab_badge(path, settings)] + lines[1:])
     nb.cells = [c for c in nb.cells if COLAB_TAG not in c.metadata.get("tags", [])]
     cell = nbformat.v4.new_code_cell(colab_setup_source(settings), metadata={"tags": [COLAB_TAG]})
+    cell.id = COLAB_TAG  # a stable id: rewriting the badges changes a notebook only where its text changed
     nb.cells.insert(title + 1, cell)
     return nb
 
