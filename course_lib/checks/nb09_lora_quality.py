@@ -10,23 +10,15 @@ import math
 
 from .core import _call, checker, fail, passed
 
-MAIN_LR, MAIN_BATCH = 1e-3, 8  # every adapter arm's main run; the sweep and batch-32 rows are something else
-
-
-def _main_adapter_rows(rows: list[dict], task: str) -> list[dict]:
-    return [r for r in rows if r.get("task") == task and r.get("method") == "lora"
-            and math.isclose(r["lr"], MAIN_LR) and r["batch_size"] == MAIN_BATCH]
-
 
 def arm_means(rows: list[dict], task: str) -> dict[str, tuple[float, int, int]]:
     """name -> (mean score over seeds, trainable parameters, number of seeds) of each adapter arm of ``task`` at
-    its main learning rate and batch size."""
-    scores: dict[str, list[float]] = {}
-    trainable: dict[str, int] = {}
-    for r in _main_adapter_rows(rows, task):
-        scores.setdefault(r["name"], []).append(r["score"])
-        trainable[r["name"]] = int(r["trainable"])
-    return {name: (sum(s) / len(s), trainable[name], len(s)) for name, s in scores.items()}
+    its main learning rate and batch size (``quality._pick``: the sweep and batch-32 rows are something else)."""
+    from course_lib import quality
+
+    names = dict.fromkeys(r["name"] for r in rows if r.get("task") == task and r.get("method") == "lora")
+    picked = {name: quality._pick(rows, task, name) for name in names}
+    return {name: (p["score"], int(p["trainable"]), p["seeds"]) for name, p in picked.items() if p is not None}
 
 
 def best_within(rows: list[dict], task: str, budget: float) -> tuple[str, float] | None:
