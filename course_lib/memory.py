@@ -332,19 +332,23 @@ def bytes_per_param(method: str, compute_dtype: torch.dtype = torch.bfloat16, bl
 
 
 # --------------------------------------------------------------------------------------------- which GPU fits
-# One table of GPUs, in GiB as nvidia-smi reports each card, and one rule for "fits": the predicted peak of
-# allocated tensors must stay HEADROOM_GIB under the card, which is left to the CUDA context (0.3-0.5 GiB) and the
-# caching allocator's fragmentation. A T4 thus gives a run 14.5 GiB: the cap notebooks 07 and 10 put on a bigger GPU
-# to make it behave like one.
-GPU_GIB = {"T4": 15.0, "L4": 22.5, "RTX 3090 / 4090": 24.0, "A100 40GB": 40.0, "A100 / H100 80GB": 80.0}
-HEADROOM_GIB = 0.5
+# One table of GPUs, in GiB as the CUDA driver reports each card's total (torch.cuda.get_device_properties(0)
+# .total_memory). A Colab T4 reports 15,095 MiB: its 16 GB less what ECC keeps (as printed by Colab runs, e.g.
+# Ultralytics' device line "CUDA:0 (Tesla T4, 15095MiB)"). And one rule for "fits": the predicted peak of allocated
+# tensors must stay under the card less CUDA_OVERHEAD_MIB, what a training process holds outside PyTorch's allocator
+# (the CUDA context, kernel images, cuBLAS/cuDNN/bitsandbytes handles): the largest of the figures measured on the
+# course's H200 during QLoRA runs (751-943 MiB, rows of kind "overhead" in resources/measurements/long_context.csv),
+# rounded up. A T4's own context is probably smaller, so a run that fits this rule fits a real T4. The T4 emulation
+# (course_lib.t4) caps a bigger GPU's allocator at usable_bytes("T4").
+GPU_GIB = {"T4": 15095 / 1024, "L4": 22.5, "RTX 3090 / 4090": 24.0, "A100 40GB": 40.0, "A100 / H100 80GB": 80.0}
+CUDA_OVERHEAD_MIB = 950
 
 
 def usable_bytes(gpu: str = "T4") -> int:
-    """Bytes a training run may allocate on ``gpu`` (a key of ``GPU_GIB``): the card less ``HEADROOM_GIB``."""
+    """Bytes a training run may allocate on ``gpu`` (a key of ``GPU_GIB``): the card less ``CUDA_OVERHEAD_MIB``."""
     if gpu not in GPU_GIB:
         raise ValueError(f"unknown GPU {gpu!r}; choose one of {list(GPU_GIB)} (or add it to memory.GPU_GIB)")
-    return int((GPU_GIB[gpu] - HEADROOM_GIB) * GiB)
+    return int(GPU_GIB[gpu] * GiB - CUDA_OVERHEAD_MIB * 2**20)
 
 
 def fits(estimate: MemoryEstimate, gpu: str = "T4") -> bool:

@@ -108,17 +108,18 @@ def choose_preset(name: str = "auto") -> Preset:
 
 
 def setup_device(preset: Preset) -> tuple[torch.device, torch.dtype]:
-    """The device and compute dtype of a run. ``t4_like`` presets cap this process at what a T4 gives a run
-    (``memory.usable_bytes("T4")``) and compute in fp16, so that a bigger GPU behaves like a T4."""
+    """The device and compute dtype of a run. ``t4_like`` presets run under the course's T4 emulation
+    (``t4.emulate``: the allocator capped at ``memory.usable_bytes("T4")``, fp16, TF32 off, SDPA limited to the
+    memory-efficient and math kernels a T4 has), so that a bigger GPU behaves like a T4."""
+    from course_lib import t4
+
     device = torch.device("cuda", 0) if preset.needs_gpu else torch.device("cpu")
     if device.type != "cuda":
         return device, hardware.compute_dtype(device)
+    t4.check_gpu(device)
     if preset.t4_like:
-        total = torch.cuda.get_device_properties(device).total_memory
-        fraction = min(1.0, memory.usable_bytes(T4) / total)
-        torch.cuda.set_per_process_memory_fraction(fraction, device)
-        print(f"T4-like: this process may use {fraction * total / GiB:.1f} GiB of {total / GiB:.1f} GiB, in fp16.")
-        return device, hardware.compute_dtype(device, requested=torch.float16)
+        print(t4.emulate(device))
+        return device, torch.float16
     return device, hardware.compute_dtype(device)
 
 
@@ -321,20 +322,3 @@ def merged_model(preset: Preset, adapter_folder, base: str, device: torch.device
     else:
         model = dequantize_4bit_model(load_4bit(preset, device, dtype)[0], dtype)
     return training.load_adapter(model, adapter_folder).merge_and_unload()
-
-
-# ------------------------------------------------------------------------------------------ time on a real T4
-# Published dense fp16 tensor-core throughput (TFLOP/s) and memory bandwidth (GB/s) of the GPUs involved.
-GPU_SPECS = {"Tesla T4": (65.0, 320.0), "NVIDIA H100 80GB HBM3": (989.0, 3350.0), "NVIDIA H100 PCIe": (756.0, 2000.0),
-             "NVIDIA H200": (989.0, 4800.0)}
-
-
-def t4_seconds_estimate(seconds: float, measured_on: str) -> tuple[float, float]:
-    """An *estimate* of how long work measured as ``seconds`` on ``measured_on`` takes on a T4: between the ratio
-    of the two GPUs' memory bandwidths (for memory-bound work) and of their fp16 throughputs (compute-bound work).
-    A T4 runs its fp16 kernels below its peak more often than a newer GPU, so the upper end is the likelier."""
-    if measured_on not in GPU_SPECS:
-        raise ValueError(f"no published figures for {measured_on!r}; known: {sorted(GPU_SPECS)}")
-    (tf, bw), (tf_t4, bw_t4) = GPU_SPECS[measured_on], GPU_SPECS["Tesla T4"]
-    ratios = sorted((bw / bw_t4, tf / tf_t4))
-    return seconds * ratios[0], seconds * ratios[1]

@@ -65,13 +65,6 @@ def test_predict_peak_is_the_memory_model_with_the_preparation_named():
     assert default.logits - plain.logits == memory._alloc(2 * c7.vocab_size * c7.hidden_size)
 
 
-def test_t4_time_estimate_is_between_bandwidth_and_compute_ratios():
-    low, high = qlora.t4_seconds_estimate(10.0, "NVIDIA H100 80GB HBM3")
-    assert low == pytest.approx(10 * 3350 / 320) and high == pytest.approx(10 * 989 / 65)
-    with pytest.raises(ValueError, match="no published figures"):
-        qlora.t4_seconds_estimate(1.0, "Voodoo 2")
-
-
 def test_predictions_and_too_large():
     c7 = models.synthetic_config("llama-2-7b")
     default, lean = (qlora.predict_peak(c7, p) for p in qlora.PREPS)
