@@ -4,6 +4,11 @@ At a few thousand tokens the weights of a 4-bit 8B model are no longer what deci
 logits (tokens x vocabulary, in fp32, with their gradient) and the activations are. Each technique here takes one
 of those parts back, and each is a small piece tested to give the plain path's loss and adapter gradients:
 
+* ``repeat_kv``: attention whose memory grows with n, not n^2, on every GPU a T4 stands for. Llama-3's 8 key/value
+  heads serve 32 query heads (grouped-query attention); transformers hands that to ``scaled_dot_product_attention``
+  with ``enable_gqa=True``, which only the flash kernel accepts, and a T4 has no flash kernel: SDPA falls back to
+  its math kernel, which stores every tokens x tokens score. Repeating K and V to 32 heads first lets the
+  memory-efficient kernel (which a T4 has) run instead: 12 more bytes per token and layer, not n more.
 * ``chunked_cross_entropy``: the loss without the full logits. Tokens go through the output head in chunks; each
   chunk's logits exist only while that chunk is computed, and are recomputed in the backward pass.
 * ``offload_to_cpu``: the checkpointed layer inputs (what gradient checkpointing keeps: one tokens x hidden tensor
@@ -15,6 +20,9 @@ of those parts back, and each is a small piece tested to give the plain path's l
   layer already keeps.
 * ``tiled_mlp``: the MLP runs over the sequence in chunks, each checkpointed, so its widest tensors
   (tokens x intermediate, four of them) exist for one chunk at a time.
+* ``chunked_norm``: RMSNorm keeps its 16-bit input (which exists anyway) instead of an fp32 copy, and computes its
+  fp32 forward and backward a chunk of tokens at a time, so its five hidden-sized fp32 temporaries exist for one
+  chunk. What Arctic Long Sequence Training does to every part of a layer that treats tokens one by one.
 
 ``forward_backward`` runs one training step's forward and backward with any of them (``TECHNIQUES``, applied in
 that order), ``predict_peak`` predicts its peak memory from ``course_lib.memory``'s model, technique by technique,
@@ -32,12 +40,19 @@ import torch.nn.functional as F
 
 from course_lib import memory
 
-TECHNIQUES = ("chunked_loss", "offload", "no_lora_dropout", "tiled_mlp")
+TECHNIQUES = ("repeat_kv", "chunked_loss", "offload", "no_lora_dropout", "tiled_mlp", "chunked_norm")
 LOSS_IMPLS = ("plain", "chunked", "cce", "liger")
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 IGNORE_INDEX = -100
 DEFAULT_LOSS_CHUNK = 1024  # tokens per chunk of logits: 1024 x 128,256 x 8 bytes = 1 GB at most at a time
 DEFAULT_MLP_CHUNK = 4096  # tokens per MLP tile
+DEFAULT_NORM_CHUNK = 4096  # tokens per RMSNorm chunk: 4096 x 4096 x 4 bytes x 5 temporaries = 320 MiB at most
+REPEAT_KV_ATTENTION = "sdpa_repeat_kv"  # the name course_lib registers its attention function under
+# The math kernel (what SDPA falls back to) upcasts fp16 to fp32 and keeps, in the backward pass of one recomputed
+# layer, score-sized fp32 tensors (heads x tokens x tokens): the softmax it saved, its gradient, the softmax
+# backward's product and the scores' gradient. 4 is what that count says and what the 8B shape's measured peaks at
+# 4,096 and 8,192 tokens give (resources/measurements/long_context.csv, kind "kernel-table").
+MATH_SCORE_COPIES = 4
 OFFLOAD_MIN_BYTES = 1 << 20  # smaller saved tensors stay on the GPU: not worth a copy
 # Layer inputs on the GPU at once while offloading: the one in use, the one prefetched, and copies whose memory the
 # allocator can reuse only once the side stream has finished with them (2 to 5 in the H100 traces; 4 predicted).
@@ -336,11 +351,156 @@ def tiled_mlp(model, chunk_size: int = DEFAULT_MLP_CHUNK):
             del mlp.forward  # back to the class's forward
 
 
+# ------------------------------------------------------------------------------------- attention on a T4
+def sdpa_repeat_kv(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, is_causal=None,
+                   **kwargs):
+    """A transformers attention function: ``scaled_dot_product_attention`` with K and V repeated to the query's
+    heads, so SDPA gets equal head counts and no ``enable_gqa``, which the memory-efficient kernel (a T4's O(n)
+    one) refuses. ``query``: (batch, heads, tokens, head_dim); ``key``/``value``: (batch, kv_heads, tokens,
+    head_dim); query head j uses key/value head j // (heads / kv_heads), as in transformers' ``repeat_kv``."""
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:
+        key = key.repeat_interleave(groups, dim=1)
+        value = value.repeat_interleave(groups, dim=1)
+    if attention_mask is not None and attention_mask.ndim == 4:
+        attention_mask = attention_mask[:, :, :, : key.shape[-2]]
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    causal = bool(causal and attention_mask is None and query.shape[2] > 1)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout,
+                                         scale=scaling, is_causal=causal)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register_repeat_kv() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(REPEAT_KV_ATTENTION, sdpa_repeat_kv)
+    AttentionMaskInterface.register(REPEAT_KV_ATTENTION, sdpa_mask)  # the masks sdpa gets (None when causal)
+
+
+@contextlib.contextmanager
+def repeat_kv_attention(model):
+    """Inside this context the model's attention layers call ``sdpa_repeat_kv`` instead of transformers' sdpa.
+    Keep it open through ``backward()``: gradient checkpointing reruns the attention there."""
+    decoder, _ = causal_lm_parts(model)
+    config = decoder.config
+    before = config._attn_implementation
+    if before not in ("sdpa", REPEAT_KV_ATTENTION):
+        raise ValueError(f"'repeat_kv' replaces sdpa attention, but this model uses {before!r}: load it with "
+                         "attn_implementation='sdpa'.")
+    _register_repeat_kv()
+    config._attn_implementation = REPEAT_KV_ATTENTION
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
+
+
+def gqa(config) -> bool:
+    """Whether ``config`` shares key/value heads between query heads (grouped-query attention)."""
+    heads = config.num_attention_heads
+    return (getattr(config, "num_key_value_heads", None) or heads) < heads
+
+
+def attention_kernel(config, techniques=(), *, device=None, dtype: torch.dtype = torch.float16) -> str:
+    """The SDPA kernel one training step of ``config`` with ``techniques`` takes on ``device`` (CUDA, by PyTorch's
+    own dispatch rule under the current kernel settings: ``t4.sdpa_kernel_for``); without a device, the one it
+    takes on a T4: "efficient", or "math" for a GQA model without ``repeat_kv`` (transformers asks for
+    ``enable_gqa``, which only flash accepts)."""
+    techniques = check_techniques(techniques)
+    grouped = gqa(config) and "repeat_kv" not in techniques
+    if device is None:
+        return "math" if grouped else "efficient"
+    from course_lib import t4
+
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv = (getattr(config, "num_key_value_heads", None) or heads) if grouped else heads
+    return t4.sdpa_kernel_for((1, heads, 64, head_dim), kv, dtype, device, enable_gqa=grouped)
+
+
+# ------------------------------------------------------------------------------------------ chunked norm
+class _ChunkedRMSNorm(torch.autograd.Function):
+    """Llama's RMSNorm, ``weight * (x / rms(x)).to(x.dtype)`` with the mean square in fp32, a chunk of rows at a
+    time. Forward keeps ``x`` itself (16-bit, and alive anyway: the residual stream) and one fp32 number per row,
+    1/rms; backward recomputes each chunk's normalised rows in fp32:
+    dx = (g - x̂ · mean(g · x̂)) / rms, with g = (grad · weight) in x's dtype, as autograd computes it."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps, chunk):
+        h = x.shape[-1]
+        rows = x.reshape(-1, h)
+        out = torch.empty(rows.shape, dtype=torch.promote_types(weight.dtype, x.dtype), device=x.device)
+        rstd = torch.empty((rows.shape[0], 1), dtype=torch.float32, device=x.device)
+        for start in range(0, rows.shape[0], chunk):
+            xf = rows[start:start + chunk].float()
+            r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+            rstd[start:start + chunk] = r
+            out[start:start + chunk] = weight * (xf * r).to(x.dtype)
+            del xf, r
+        ctx.save_for_backward(x, weight, rstd)
+        ctx.chunk = chunk
+        return out.view(*x.shape[:-1], h)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, rstd = ctx.saved_tensors
+        h = x.shape[-1]
+        rows, grads = x.reshape(-1, h), grad_out.reshape(-1, h)
+        grad_x = torch.empty_like(rows) if ctx.needs_input_grad[0] else None
+        grad_w = torch.zeros(h, dtype=torch.float32, device=x.device) if ctx.needs_input_grad[1] else None
+        for start in range(0, rows.shape[0], ctx.chunk):
+            r = rstd[start:start + ctx.chunk]
+            xhat = rows[start:start + ctx.chunk].float() * r
+            go = grads[start:start + ctx.chunk]
+            if grad_w is not None:
+                grad_w += (go * xhat.to(x.dtype)).float().sum(0)
+            if grad_x is not None:
+                g = (go * weight).to(x.dtype).float()
+                grad_x[start:start + ctx.chunk] = (r * (g - xhat * (g * xhat).mean(-1, keepdim=True))).to(x.dtype)
+                del g
+            del xhat
+        return (grad_x.view_as(x) if grad_x is not None else None,
+                grad_w.to(weight.dtype) if grad_w is not None else None, None, None)
+
+
+def _norms(decoder) -> list:
+    norms = [m for layer in decoder.layers for m in (layer.input_layernorm, layer.post_attention_layernorm)]
+    norms.append(decoder.norm)
+    for m in norms:
+        if not type(m).__name__.endswith("RMSNorm") or not hasattr(m, "variance_epsilon"):
+            raise ValueError(f"'chunked_norm' replaces Llama-style RMSNorm layers, but found {type(m).__name__}.")
+    return norms
+
+
+@contextlib.contextmanager
+def chunked_norm(model, chunk_size: int = DEFAULT_NORM_CHUNK):
+    """Inside this context every RMSNorm of the decoder (two per layer and the final one) runs as
+    ``_ChunkedRMSNorm``, ``chunk_size`` tokens at a time. Keep it open through ``backward()``."""
+    _positive_int(chunk_size, "chunk_size")
+    decoder, _ = causal_lm_parts(model)
+    norms = _norms(decoder)
+    for m in norms:
+        m.forward = lambda x, m=m: _ChunkedRMSNorm.apply(x, m.weight, m.variance_epsilon, chunk_size)
+    try:
+        yield
+    finally:
+        for m in norms:
+            del m.forward
+
+
 # ------------------------------------------------------------------------------------------- one step
+class StepTooLargeError(MemoryError):
+    """A step is predicted not to fit the memory there is with the attention kernel it would use (refused before
+    it runs, not after minutes of an out-of-memory error)."""
+
+
 def forward_backward(model, input_ids: torch.Tensor, labels: torch.Tensor | None = None, *, techniques=(),
                      loss: str | None = None, loss_chunk: int = DEFAULT_LOSS_CHUNK,
-                     mlp_chunk: int = DEFAULT_MLP_CHUNK, autocast_dtype: torch.dtype | None = None,
-                     check_ram: bool = True, loss_scale: float = 1.0) -> float:
+                     mlp_chunk: int = DEFAULT_MLP_CHUNK, norm_chunk: int = DEFAULT_NORM_CHUNK,
+                     autocast_dtype: torch.dtype | None = None, check_ram: bool = True,
+                     check_memory: bool = True, loss_scale: float = 1.0) -> float:
     """One training step's forward and backward pass of a (PEFT) causal LM; returns the loss. Gradients are
     accumulated into the trainable parameters, as ``loss.backward()`` does.
 
@@ -349,27 +509,37 @@ def forward_backward(model, input_ids: torch.Tensor, labels: torch.Tensor | None
     ``lora_dropout=0``), so here it only checks that. ``autocast_dtype``: run the forward under autocast (what the
     Trainer does with fp16/bf16); None: no autocast. ``loss_scale``: backpropagate ``loss_scale * loss``, as fp16
     training does (``GradScaler``): without it, gradients below fp16's smallest number (6e-8; a logit's gradient
-    is about 1/(tokens x vocabulary)) become zero. The gradients are then ``loss_scale`` times too large."""
+    is about 1/(tokens x vocabulary)) become zero. The gradients are then ``loss_scale`` times too large.
+    ``check_memory`` (CUDA): predict the peak with the attention kernel this GPU will use and refuse a step
+    predicted to need more than 110% of the memory this process may use (the prediction's accuracy is ±10%)."""
     techniques = check_techniques(techniques)
     decoder, lm_head = causal_lm_parts(model)
     config = decoder.config
     check_length(config, input_ids.shape[-1])
-    _positive_int(loss_chunk, "loss_chunk")
-    _positive_int(mlp_chunk, "mlp_chunk")
+    for value, name in ((loss_chunk, "loss_chunk"), (mlp_chunk, "mlp_chunk"), (norm_chunk, "norm_chunk")):
+        _positive_int(value, name)
     if loss is None:
         loss = "chunked" if "chunked_loss" in techniques else "plain"
     if "no_lora_dropout" in techniques and lora_dropout(model) > 0:
         raise ValueError(f"'no_lora_dropout' asks for LoRA adapters without dropout, but this model's have "
                          f"p={lora_dropout(model)}: build them with LoraConfig(lora_dropout=0.0).")
     offload = "offload" in techniques
-    if offload and check_ram and input_ids.device.type == "cuda":
+    device = input_ids.device
+    if offload and check_ram and device.type == "cuda":
         residual = decoder.embed_tokens.weight.element_size() if autocast_dtype is None else 2
         check_offload_ram(config, input_ids.shape[-1], input_ids.shape[0], residual)
+    if check_memory and device.type == "cuda":
+        check_step_fits(model, techniques, input_ids.shape[-1], batch_size=input_ids.shape[0],
+                        dtype=autocast_dtype or decoder.embed_tokens.weight.dtype, loss_chunk=loss_chunk,
+                        mlp_chunk=mlp_chunk, norm_chunk=norm_chunk)
     labels = input_ids if labels is None else labels
-    device = input_ids.device
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:  # every context stays open through backward(): checkpointing reruns
+        if "repeat_kv" in techniques:
+            stack.enter_context(repeat_kv_attention(model))
         if "tiled_mlp" in techniques:
             stack.enter_context(tiled_mlp(model, mlp_chunk))
+        if "chunked_norm" in techniques:
+            stack.enter_context(chunked_norm(model, norm_chunk))
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             with offload_to_cpu() if offload else contextlib.nullcontext():
                 hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state
@@ -377,6 +547,67 @@ def forward_backward(model, input_ids: torch.Tensor, labels: torch.Tensor | None
         del hidden
         (value * loss_scale if loss_scale != 1.0 else value).backward()
     return value.item()
+
+
+def _lora_settings(model) -> tuple[int, object, str]:
+    """(r, targets, preparation) of a PEFT LoRA model, for the prediction: the lean preparation keeps the
+    embeddings in the compute dtype, PEFT's default casts them to fp32."""
+    cfg = getattr(model, "peft_config", {}).get(getattr(model, "active_adapter", "default"))
+    r = getattr(cfg, "r", 8)
+    targets = getattr(cfg, "target_modules", None) or ("q_proj", "v_proj")
+    targets = "all-linear" if targets == "all-linear" or set(targets) >= set(memory.LINEAR_MODULES) else tuple(
+        t for t in memory.LINEAR_MODULES if t in set(targets))
+    decoder, _ = causal_lm_parts(model)
+    prep = "default" if decoder.embed_tokens.weight.dtype == torch.float32 else "lean"
+    return r, targets, prep
+
+
+def check_step_fits(model, techniques, seq_len: int, *, batch_size: int = 1, dtype: torch.dtype = torch.float16,
+                    available: int | None = None, **chunks) -> memory.MemoryEstimate:
+    """Refuse (``StepTooLargeError``) a step of ``model`` at ``seq_len`` whose predicted peak, with the attention
+    kernel this GPU will take, is more than 110% of ``available`` (default: what this process may use on its
+    GPU); return the prediction."""
+    decoder, _ = causal_lm_parts(model)
+    config = decoder.config
+    device = decoder.embed_tokens.weight.device
+    kernel = attention_kernel(config, techniques, device=device, dtype=dtype)
+    r, targets, prep = _lora_settings(model)
+    prep = "lean" if techniques else prep  # the techniques are modelled on the lean preparation only
+    if available is None:
+        available = _allocator_limit(device)
+    return check_fits(config, techniques, seq_len, available, prep=prep, r=r, targets=targets,
+                      batch_size=batch_size, attention=kernel if kernel in ATTENTION_KERNELS else "efficient",
+                      compute_dtype=dtype if dtype in (torch.float16, torch.bfloat16) else torch.float16, **chunks)
+
+
+def check_fits(config, techniques, seq_len: int, available: int, *, attention: str | None = None,
+               **kwargs) -> memory.MemoryEstimate:
+    """``predict_peak(config, techniques, seq_len, attention=..., **kwargs)``, or ``StepTooLargeError`` when that
+    is more than 110% of ``available`` bytes (the prediction's accuracy is ±10%), naming the kernel."""
+    est = predict_peak(config, techniques, seq_len, attention=attention, **kwargs)
+    kernel = est.details["attention"]
+    if est.total_bytes > 1.1 * available:
+        techniques = check_techniques(techniques)
+        hint = (" The math kernel stores every tokens x tokens score: add 'repeat_kv' (on a T4, the memory-efficient "
+                "kernel then runs)." if kernel == "math" else "")
+        raise StepTooLargeError(
+            f"a step of {kwargs.get('batch_size', 1)} x {seq_len:,} tokens with {'+'.join(techniques) or 'no technique'}"
+            f" is predicted to need {est.total_bytes / memory.GiB:.1f} GiB with the {kernel} attention kernel, but "
+            f"{available / memory.GiB:.1f} GiB is available.{hint} Or use a shorter sequence, or more of "
+            "longctx.TECHNIQUES.")
+    return est
+
+
+def _allocator_limit(device: torch.device) -> int:
+    """Bytes the caching allocator may hold on ``device``: the per-process fraction's share of the card, or what
+    the card has free plus what this process already holds."""
+    total = torch.cuda.get_device_properties(device).total_memory
+    try:
+        fraction = torch.cuda.get_per_process_memory_fraction(device)
+    except AttributeError:  # older torch
+        fraction = 1.0
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(min(fraction * total, free + torch.cuda.memory_reserved(device)))
 
 
 def adapter_gradients(model) -> dict[str, torch.Tensor]:
@@ -390,38 +621,58 @@ def zero_gradients(model) -> None:
 
 
 # ------------------------------------------------------------------------------------------ prediction
+ATTENTION_KERNELS = ("flash", "efficient", "math")
+
+
 def predict_peak(config, techniques=(), seq_len: int = 4096, *, prep: str = "lean", r: int = 32,
                  targets="all-linear", batch_size: int = 1, compute_dtype: torch.dtype = torch.float16,
                  loss_chunk: int = DEFAULT_LOSS_CHUNK, mlp_chunk: int = DEFAULT_MLP_CHUNK,
+                 norm_chunk: int = DEFAULT_NORM_CHUNK, attention: str | None = None,
                  optimizer: bool = False) -> memory.MemoryEstimate:
     """Predicted peak memory of one QLoRA forward + backward at ``seq_len`` with ``techniques``.
 
     Starts from ``course_lib.qlora.predict_peak`` (``course_lib.memory``'s model of the 4-bit weights, adapters,
     checkpointed layer inputs, one recomputed layer and the loss), then replaces what each technique changes:
     ``chunked_loss`` the 12 bytes per logit by one chunk's logits (8 bytes each) and the hidden states with their
-    gradient; ``offload`` the layer inputs on the GPU by two (the one in use, the one being fetched);
-    ``no_lora_dropout`` drops the adapters' copies of their inputs; ``tiled_mlp`` keeps the MLP's intermediates
-    for one tile. ``optimizer=False`` (a forward + backward, or a paged optimizer whose state lives in CUDA
-    unified memory, which ``max_memory_allocated`` does not count) leaves AdamW's state out."""
+    gradient; ``offload`` the layer inputs on the GPU by a few (``OFFLOAD_GPU_COPIES``); ``no_lora_dropout``
+    drops the adapters' copies of their inputs; ``tiled_mlp`` keeps the MLP's intermediates for one tile;
+    ``chunked_norm`` the norms' fp32 copies and temporaries; ``repeat_kv`` stores K and V at the query's heads.
+
+    ``attention``: the SDPA kernel that runs ("flash", "efficient" or "math"; default: the one a T4 takes,
+    ``attention_kernel(config, techniques)``). The math kernel adds ``MATH_SCORE_COPIES`` fp32 score matrices
+    (heads x tokens x tokens) to the recomputed layer's backward pass: quadratic in the length.
+    ``optimizer=False`` (a forward + backward, or a paged optimizer whose state lives in CUDA unified memory, which
+    ``max_memory_allocated`` does not count) leaves AdamW's state out."""
     from course_lib import qlora
 
     techniques = check_techniques(techniques)
     check_length(config, seq_len)
-    _positive_int(loss_chunk, "loss_chunk")
-    _positive_int(mlp_chunk, "mlp_chunk")
+    for value, name in ((loss_chunk, "loss_chunk"), (mlp_chunk, "mlp_chunk"), (norm_chunk, "norm_chunk")):
+        _positive_int(value, name)
+    if attention is None:
+        attention = attention_kernel(config, techniques)
+    if attention not in ATTENTION_KERNELS:
+        raise ValueError(f"unknown attention kernel {attention!r}; choose one of {ATTENTION_KERNELS}.")
     if techniques and prep != "lean":
         raise ValueError("the techniques are modelled on top of the lean preparation: use prep='lean'.")
     base = qlora.predict_peak(config, prep, r=r, targets=targets, batch_size=batch_size, seq_len=seq_len,
                               compute_dtype=compute_dtype)
     if not optimizer:
         base = replace(base, optimizer_state=0)
-    if not techniques:
-        return base
     s = memory._shape(config)
-    h, inter, hq, hkv, V, L = s["h"], s["inter"], s["hq"], s["hkv"], s["V"], s["L"]
-    a = memory._dtype_bytes(compute_dtype)
     n = batch_size * seq_len
     alloc = memory._alloc
+    a = memory._dtype_bytes(compute_dtype)
+    if not techniques:  # the memory model's own estimate, and the math kernel's moment where that kernel runs
+        if attention == "math":
+            stored = base.details["stored_activations"]
+            moment = stored + _math_attention_moment(s, n, a, batch_size, seq_len, repeated=gqa(config))
+            if moment > base.activations + base.logits:
+                base = replace(base, activations=moment, logits=0, peak_phase="backward of the last decoder layer",
+                               details=dict(base.details, layer_backward=moment - stored,
+                                            layer_moment="attention backward (math kernel)"))
+        return replace(base, details=dict(base.details, attention=attention))
+    h, inter, hq, hkv, V, L = s["h"], s["inter"], s["hq"], s["hkv"], s["V"], s["L"]
     tgts = memory._targets(targets)
     inputs = {"q_proj": h, "k_proj": h, "v_proj": h, "o_proj": hq, "gate_proj": h, "up_proj": h, "down_proj": inter}
     # LoRA dropout: each adapter keeps its dropped input (compute dtype) and the mask (1 byte) per input element
@@ -431,28 +682,40 @@ def predict_peak(config, techniques=(), seq_len: int = 4096, *, prep: str = "lea
     # what gradient checkpointing keeps between the forward and the backward pass
     layer_inputs = OFFLOAD_GPU_COPIES if "offload" in techniques else L
     stored = layer_inputs * alloc(n * h * a) + 2 * alloc(n * s["head_dim"] * a)
-    # One recomputed layer, at the largest of three moments (seen in benchmarks/long_context_breakdown.py's
+    # One recomputed layer, at the largest of its moments (seen in benchmarks/long_context_breakdown.py's
     # allocator traces), each with the layer's output gradient (2ah per token):
-    # * recomputed: every tensor the layer saves: both norms' fp32 inputs, q/k/v/attention output, the MLP's
-    #   gate, up, silu(gate) and their product, the LoRA dropout copies. With dropout this is the peak.
+    # * recomputed: every tensor the layer saves: both norms' inputs, q/k/v/attention output, the MLP's gate, up,
+    #   silu(gate) and their product, the LoRA dropout copies. With dropout this is the peak.
     # * MLP backward: three intermediate-sized gradients on top of the saved tensors (which backward then frees
     #   as fast as it allocates: the dropout copies are not counted again). Without dropout this is the peak.
     # * norm backward: an RMSNorm's backward in fp32 holds five hidden-sized fp32 temporaries. With a tiled MLP
-    #   (whose wide tensors then exist for one tile only) this is the peak.
-    norms = 8 * h  # both RMSNorms keep their fp32 input
-    attention = a * (2 * hq + 2 * hkv) + 4 * s["heads"]
+    #   (whose wide tensors then exist for one tile only) this is the peak; chunked_norm makes them a chunk's.
+    # * attention backward: the kernel's gradients of q, k and v (at the query's heads when K/V are repeated) on
+    #   top of what attention saved, once the MLP and the second norm are done (their tensors freed).
+    chunked = "chunked_norm" in techniques
+    norms = a * h + 8 if chunked else 8 * h  # the 2nd norm's 16-bit input (the 1st's is the layer input), or fp32 x2
+    norm1 = 0 if chunked else 4 * h
+    kv = hq if "repeat_kv" in techniques else hkv  # K and V as attention keeps them
+    attention_saved = a * (2 * hq + 2 * kv) + 4 * s["heads"]
     mlp_saved, mlp_grads = 4 * a * inter + mlp_copies, 3 * a * inter
     grad_out = 2 * a * h
     dequantized = alloc(2 * max(i * o for i, o in memory.linear_shapes(config).values()))
     rows = min(mlp_chunk, n) if "tiled_mlp" in techniques else n  # tokens whose MLP tensors exist at once
-    around = norms + attention + sum(copies.values()) - mlp_copies + grad_out  # the layer outside its MLP
+    norm_rows = min(norm_chunk, n) if chunked else n
+    around = norms + attention_saved + sum(copies.values()) - mlp_copies + grad_out  # the layer outside its MLP
     moments = {"recomputed": alloc(n * around) + alloc(rows * mlp_saved),
-               "MLP backward": alloc(n * (norms + attention + grad_out)) + alloc(rows * (3 * a * inter + mlp_grads)),
-               "norm backward": alloc(n * (norms + attention + 5 * 4 * h + grad_out))}
+               "MLP backward": alloc(n * (norms + attention_saved + grad_out))
+               + alloc(rows * (3 * a * inter + mlp_grads)),
+               "norm backward": alloc(n * (norms + attention_saved + grad_out)) + alloc(norm_rows * 5 * 4 * h),
+               "attention backward": alloc(n * (norm1 + attention_saved + grad_out + a * (hq + 2 * kv)))}
+    if attention == "math":
+        moments["attention backward (math kernel)"] = _math_attention_moment(
+            s, n, a, batch_size, seq_len, repeated=gqa(config) and "repeat_kv" not in techniques, norm1=norm1)
     layer_moment = max(moments, key=moments.get)
     layer = moments[layer_moment] + dequantized
     phases = {"backward of the last decoder layer": (stored + layer, 0)}
-    final_norm = 0 if "offload" in techniques else alloc(4 * n * h)  # the final norm's fp32 input
+    # the final norm's input: fp32 in the plain norm, the 16-bit residual with chunked_norm; offloaded with offload
+    final_norm = 0 if "offload" in techniques else alloc((a if chunked else 4) * n * h)
     if "chunked_loss" in techniques:
         chunk = min(loss_chunk, n)
         phases["loss (logits backward)"] = (stored + final_norm + 2 * alloc(n * h * a), alloc(8 * chunk * V))
@@ -461,11 +724,31 @@ def predict_peak(config, techniques=(), seq_len: int = 4096, *, prep: str = "lea
     phase = max(phases, key=lambda k: sum(phases[k]))
     activations, logits = phases[phase]
     return replace(base, activations=activations, logits=logits, peak_phase=phase,
-                   details=dict(base.details, techniques=techniques, stored_activations=stored,
+                   details=dict(base.details, techniques=techniques, stored_activations=stored, attention=attention,
                                 phases={k: sum(v) + base.total_bytes - base.activations - base.logits
                                         for k, v in phases.items()}, loss_logits=phases["loss (logits backward)"][1],
-                                layer_backward=layer, layer_moment=layer_moment, offloaded_cpu_bytes=offload_bytes(config, seq_len, batch_size, a)
+                                layer_backward=layer, layer_moment=layer_moment,
+                                offloaded_cpu_bytes=offload_bytes(config, seq_len, batch_size, a)
                                 if "offload" in techniques else 0))
+
+
+def _math_attention_moment(s: dict, n: int, a: int, batch_size: int, seq_len: int, *, repeated: bool,
+                           norm1: int | None = None) -> int:
+    """Bytes of one recomputed layer at its math-kernel attention backward: the MLP and the second norm are done
+    (their tensors freed); the first norm's fp32 input, q, K/V (repeated to the query's heads when the model
+    groups them: the math kernel repeats them itself), the output and their gradients, the layer's output
+    gradient, and ``MATH_SCORE_COPIES`` fp32 score matrices per head."""
+    h, hq, hkv = s["h"], s["hq"], s["hkv"]
+    kv = hq if repeated else hkv
+    norm1 = 4 * h if norm1 is None else norm1
+    per_token = norm1 + a * (2 * hq + 2 * kv) + 4 * s["heads"] + 2 * a * h + a * (hq + 2 * kv)
+    scores = MATH_SCORE_COPIES * memory._alloc(4 * batch_size * s["heads"] * seq_len**2)
+    dequantized = memory._alloc(2 * max(i * o for i, o in _linear_shapes(s).values()))
+    return memory._alloc(n * per_token) + scores + dequantized
+
+
+def _linear_shapes(s: dict) -> dict:
+    return memory._linears(s)
 
 
 def predicted_longest(config, techniques=(), *, available: int, step: int = 256, limit: int | None = None,
@@ -543,7 +826,8 @@ def waterfall(config, seq_len: int, **kwargs) -> list[dict]:
     rows = []
     for name, prep, techniques in STEPS:
         est = predict_peak(config, techniques, seq_len, prep=prep, **kwargs)
-        rows.append(dict(step=name, total=est.total_bytes, phase=est.peak_phase, **est.breakdown()))
+        rows.append(dict(step=name, total=est.total_bytes, phase=est.peak_phase, attention=est.details["attention"],
+                         **est.breakdown()))
     return rows
 
 
