@@ -1,28 +1,34 @@
-"""How long a sequence one QLoRA step fits on a T4-sized GPU (15 GiB cap, fp16): PEFT's default preparation, the
-course's lean one, and each technique of ``course_lib.longctx`` added in turn; tokens/s at each step; the peak
-predicted by ``longctx.predict_peak`` beside the measured one at every length tried.
+"""How long a sequence one QLoRA step fits on a T4 (the course's T4 emulation, ``course_lib.t4``): PEFT's default
+preparation, the course's lean one, and each technique of ``course_lib.longctx`` added in turn; tokens/s at each
+step; the attention kernel each step ran; the peak predicted by ``longctx.predict_peak`` beside the measured one at
+every length tried.
 
     python benchmarks/long_context.py --out course_lib/resources/measurements --budget-s 540   # CUDA GPU, ~9 min
     python benchmarks/long_context.py --debug --out /tmp/lc                                    # CPU: the code path
 
-Model: random weights of the Llama-3.1-8B shape (Llama-3-8B's, with 131,072 positions), written once as an fp16
-checkpoint (before the cap is set) and loaded through ``course_lib.qlora.load_4bit`` (NF4, double quantization);
-LoRA r=32, alpha=64 on all linear layers, batch 1, gradient checkpointing. One measurement is one forward +
-backward (``longctx.forward_backward`` under fp16 autocast, as the Trainer runs it) on random token ids; no
-optimizer step (a paged optimizer's state lives in CUDA unified memory, which the allocator does not count). A
-length fits when the step ran and the allocator's peak *reserved* memory stayed within the cap. The longest length
-is searched from the predicted one (``longctx.longest_fitting``, exact to 256 tokens when it brackets in time),
-up to ``--max-len``. Also recorded: cut-cross-entropy and liger-kernel's fused loss where they import, the
-gradients of all techniques against the plain path at 2,048 tokens, and whether sdpa's memory-efficient kernel
-alone (what a T4 has; no flash attention there) runs this model.
+The T4 emulation (``t4.emulate``): the allocator capped at ``memory.usable_bytes("T4")`` (a Colab T4's 15,095 MiB
+less what the CUDA context and libraries take outside the allocator), fp16, TF32 off, and SDPA limited to the two
+kernels a T4 has (memory-efficient and math). ``--kernels all`` lifts the kernel limit (flash attention allowed:
+an H100/H200 result, labelled so in the ``kernels`` column). Model: random weights of the Llama-3.1-8B shape
+(Llama-3-8B's, with 131,072 positions), written once as an fp16 checkpoint (before the cap is set) and loaded
+through ``course_lib.qlora.load_4bit`` (NF4, double quantization); LoRA r=32, alpha=64 on all linear layers, batch
+1, gradient checkpointing. One measurement is one forward + backward (``longctx.forward_backward`` under fp16
+autocast, as the Trainer runs it) on random token ids; no optimizer step (a paged optimizer's state lives in CUDA
+unified memory, which the allocator does not count). A length fits when the step ran and the allocator's peak
+*reserved* memory stayed within the cap. The longest length is searched from the predicted one
+(``longctx.longest_fitting``, exact to 256 tokens when it brackets in time), up to ``--max-len``. Also recorded:
+which SDPA kernel each step ran (``t4.SDPAKernels`` on a 1,024-token step), the math kernel's peak against the
+memory-efficient one's at 2,048/4,096/8,192 tokens (no cap: the math kernel does not fit a T4 there), a step at
+4,096 tokens split into GPU kernel and host time (``t4.step_time``) with its T4 estimate, what the process holds
+outside the allocator (the CUDA context and workspaces), the gradients of all techniques against the plain path at
+2,048 tokens, and cut-cross-entropy and liger-kernel's fused loss where they import.
 
 Writes ``long_context.csv`` under ``--out``, rewritten after every measurement, so a run cut short keeps what it
 measured. The first call on a fresh machine spends a minute or two writing the 16 GB checkpoint
 ($COURSE_SYNTHETIC_DIR, default /tmp/course_synthetic), reused by later calls while the machine stays up.
 
-On a GPU machine without bitsandbytes (Python 3.12, torch 2.11): fetch the wheels here first,
-``pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_24_x86_64 --platform
-any -d .whl bitsandbytes==0.50.2 liger-kernel==0.8.5 cut-cross-entropy==25.1.1`` (42 MiB), carry ``.whl``, and run
+On a GPU machine without bitsandbytes (Python 3.12, torch 2.11): fetch the wheels here first
+(``../shared/tools/gpu-wheels.sh``), carry ``.whl``, and run
 
     pip install -q --no-index --no-deps --target /root/site1 .whl/*.whl && export PYTHONPATH=/root/site1:$PWD \
       COURSE_SYNTHETIC_DIR=/root/course_synthetic && python3 benchmarks/long_context.py --out $OUT --budget-s 480
@@ -49,13 +55,13 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from course_lib import longctx, memory, qlora  # noqa: E402
+from course_lib import longctx, memory, qlora, t4  # noqa: E402
 
 GiB = 2**30
 STEPS = longctx.STEPS  # (step name, preparation, techniques): each step adds one technique to the one before
 FIELDS = ["shape", "step", "prep", "techniques", "kind", "seq_len", "fits", "measured_peak_gib", "reserved_peak_gib",
-          "predicted_peak_gib", "error_pct", "predicted_phase", "seconds", "tokens_per_s", "note", "device", "cap_gib",
-          "date"]
+          "predicted_peak_gib", "error_pct", "predicted_phase", "seconds", "tokens_per_s", "attention", "kernel_s",
+          "host_s", "t4_low_s", "t4_high_s", "note", "device", "kernels", "cap_gib", "date"]
 
 
 def log(msg: str) -> None:
@@ -75,6 +81,8 @@ class Bench:
         self.cap = int(args.cap_gib * GiB)
         self.gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         self.last_probe = None  # (tokens, seconds): to guess what the next probe costs
+        self.kernels = "all" if args.kernels == "all" else "T4 (" + " + ".join(t4.T4_KERNELS) + ")"
+        self.kernel_of: dict[str, str] = {}  # step -> the SDPA kernel(s) it ran
         self.reserve = 0.0  # seconds kept for the steps still to come
 
     # ------------------------------------------------------------------------------------------ bookkeeping
@@ -91,15 +99,11 @@ class Bench:
         return left > 1.3 * s0 * (n / n0) ** 1.5 + 5
 
     def record(self, **row) -> dict:
-        row.update(shape=self.args.shape, device=self.gpu, cap_gib=self.args.cap_gib,
+        row.setdefault("attention", self.kernel_of.get(row.get("step"), ""))
+        row.update(shape=self.args.shape, device=self.gpu, kernels=self.kernels, cap_gib=round(self.cap / GiB, 3),
                    date=datetime.date.today().isoformat())
         self.rows.append(row)
-        tmp = self.csv.with_suffix(".tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS)
-            writer.writeheader()
-            writer.writerows({k: r.get(k, "") for k in FIELDS} for r in self.rows)
-        tmp.replace(self.csv)
+        self._rewrite()
         return row
 
     def free(self) -> None:
@@ -123,8 +127,8 @@ class Bench:
             if self.step_fn is not None:
                 self.step_fn(model, ids)
             else:
-                longctx.forward_backward(model, ids, techniques=techniques, loss=loss,
-                                                 autocast_dtype=self.dtype if cuda else None)
+                longctx.forward_backward(model, ids, techniques=techniques, loss=loss, check_memory=False,
+                                         autocast_dtype=self.dtype if cuda else None)
             if cuda:
                 torch.cuda.synchronize()
         except torch.OutOfMemoryError:
@@ -152,7 +156,8 @@ class Bench:
         if predict and self.step_fn is None:
             try:
                 est = longctx.predict_peak(model.config, techniques, n, prep=prep, r=self.args.r,
-                                           targets="all-linear", compute_dtype=self.dtype)
+                                           targets="all-linear", compute_dtype=self.dtype,
+                                           attention=self.attention(model, techniques))
                 row.update(predicted_peak_gib=round(est.total_bytes / GiB, 3), predicted_phase=est.peak_phase)
                 if ok and cuda:
                     row["error_pct"] = round(100 * (est.total_bytes - peak) / peak, 1)
@@ -163,13 +168,83 @@ class Bench:
             f"{row.get('predicted_peak_gib', float('nan')):.2f}, {seconds:.1f} s" if ok else f"does not fit ({note})"))
         return self.record(**row)
 
+    def attention(self, model, techniques) -> str:
+        """The kernel the prediction assumes: PyTorch's own choice on this GPU under the current settings."""
+        if self.debug:
+            return longctx.attention_kernel(model.config, techniques)
+        kernel = longctx.attention_kernel(model.config, techniques, device=self.device, dtype=self.dtype)
+        return kernel if kernel in longctx.ATTENTION_KERNELS else "efficient"
+
+    def which_kernel(self, model, step, techniques, n: int = 1024) -> str:
+        """Run one step of ``n`` tokens under ``t4.SDPAKernels`` and remember the kernel(s) it ran for ``step``."""
+        ids = torch.randint(0, model.config.vocab_size, (1, n), device=self.device)
+        try:
+            with t4.SDPAKernels() as seen:
+                if self.step_fn is not None:
+                    self.step_fn(model, ids)
+                else:
+                    longctx.forward_backward(model, ids, techniques=techniques, check_memory=False,
+                                             autocast_dtype=self.dtype if self.device.type == "cuda" else None)
+            names = seen.names
+        except Exception as e:  # an out-of-memory error here says what it says
+            names = f"failed: {type(e).__name__}"
+        longctx.zero_gradients(model)
+        self.free()
+        self.kernel_of[step] = names
+        log(f"{step:>20} attention kernel: {names}")
+        return names
+
+    def timed(self, model, step, prep, techniques, n: int = 4096):
+        """One step of ``n`` tokens under the profiler: GPU kernel time against host time, and the T4 estimate."""
+        if self.device.type != "cuda" or not self.affordable(n):
+            return
+        ids = torch.randint(0, model.config.vocab_size, (1, n), device=self.device)
+        try:
+            _, st = t4.step_time(longctx.forward_backward, model, ids, techniques=techniques, check_memory=False,
+                                 autocast_dtype=self.dtype)
+        except torch.OutOfMemoryError:
+            longctx.zero_gradients(model)
+            self.free()
+            return
+        longctx.zero_gradients(model)
+        self.free()
+        est = t4.estimate_t4_seconds(st)
+        low, high = est if isinstance(est, tuple) else ("", "")
+        log(f"{step:>20} timed at {n:,}: wall {st.wall_s:.2f} s = kernels {st.kernel_s:.2f} + host {st.host_s:.2f}; "
+            f"T4 estimate {low if low == '' else round(low, 1)}-{high if high == '' else round(high, 1)} s")
+        self.record(step=step, prep=prep, techniques="+".join(techniques) or "-", kind="time-split", seq_len=n,
+                    fits=True, seconds=round(st.wall_s, 3), kernel_s=round(st.kernel_s, 3),
+                    host_s=round(st.host_s, 3), t4_low_s=round(low, 2) if low != "" else "",
+                    t4_high_s=round(high, 2) if high != "" else "", note="" if low != "" else est,
+                    tokens_per_s=round(n / st.wall_s, 1))
+
+    def kernel_table(self, model, steps, lengths=(2048, 4096, 8192)):
+        """The math kernel's peak against the memory-efficient one's, uncapped (the math kernel does not fit a T4
+        at these lengths: that is the point)."""
+        if self.device.type != "cuda":
+            return
+        total = torch.cuda.get_device_properties(self.device).total_memory
+        torch.cuda.set_per_process_memory_fraction(1.0, self.device)
+        saved_cap = self.cap
+        self.cap = total
+        try:
+            for step, prep, techniques in steps:
+                for n in lengths:
+                    if self.left() < 30:
+                        return
+                    self.probe(model, n, techniques, step=step, prep=prep, kind="kernel-table")
+        finally:
+            self.cap = saved_cap
+            torch.cuda.set_per_process_memory_fraction(saved_cap / total, self.device)
+
     def search(self, model, step, prep, techniques, guess: int | None = None):
         """The longest length that fits, from ``guess`` (default: the predicted longest); one summary row."""
         ours = guess is None  # the course's path: predicted, so the search starts from the prediction
         if ours:
             predicted = longctx.predicted_longest(model.config, techniques, available=self.cap, prep=prep,
                                                   r=self.args.r, targets="all-linear", compute_dtype=self.dtype,
-                                                  step=self.args.step, limit=self.args.max_len)
+                                                  step=self.args.step, limit=self.args.max_len,
+                                                  attention=self.attention(model, techniques))
         else:
             predicted = guess
         first = min(max(predicted, self.args.step), self.args.max_len)
@@ -207,10 +282,42 @@ class Bench:
         return self.record(step=step, prep=prep, techniques="+".join(techniques) or "-", kind="longest",
                            seq_len=low, fits=low > 0, note=f"{note}; {start} {predicted:,}")
 
-    def speed(self, model, step, prep, techniques, lengths, predict=True):
+    def speed(self, model, step, prep, techniques, lengths, predict=True, repeats: int = 3):
+        """Tokens/s at each length: the median of ``repeats`` steps after the first (which also gives the peak)."""
         for n in lengths:
-            if self.affordable(n):
-                self.probe(model, n, techniques, step=step, prep=prep, kind="speed", predict=predict)
+            if not self.affordable(n):
+                continue
+            row = self.probe(model, n, techniques, step=step, prep=prep, kind="speed", predict=predict)
+            if not row["fits"] or self.device.type != "cuda":
+                continue
+            times = []
+            for _ in range(repeats):
+                ids = torch.randint(0, model.config.vocab_size, (1, n), device=self.device)
+                longctx.zero_gradients(model)
+                torch.cuda.synchronize()
+                t = time.perf_counter()
+                if self.step_fn is not None:
+                    self.step_fn(model, ids)
+                else:
+                    longctx.forward_backward(model, ids, techniques=techniques, check_memory=False,
+                                             autocast_dtype=self.dtype)
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - t)
+            longctx.zero_gradients(model)
+            self.free()
+            median = sorted(times)[len(times) // 2]
+            row.update(seconds=round(median, 3), tokens_per_s=round(n / median, 1),
+                       note=f"median of {repeats} steps after the first: " + ", ".join(f"{x:.3f}" for x in times))
+            self._rewrite()  # the row is in self.rows already: updated in place
+            log(f"{step:>20} speed at {n:,}: median {median:.3f} s, {n / median:,.0f} tokens/s")
+
+    def _rewrite(self) -> None:
+        tmp = self.csv.with_suffix(".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=FIELDS)
+            writer.writeheader()
+            writer.writerows({k: r.get(k, "") for k in FIELDS} for r in self.rows)
+        tmp.replace(self.csv)
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -244,7 +351,7 @@ def compare(bench, model, n, techniques, loss, label, loss_scale=None):
     cuda = bench.device.type == "cuda"
     if loss_scale is None:
         loss_scale = LOSS_SCALE if cuda and bench.dtype == torch.float16 else 1.0
-    kw = dict(autocast_dtype=bench.dtype if cuda else None, loss_scale=loss_scale)
+    kw = dict(autocast_dtype=bench.dtype if cuda else None, loss_scale=loss_scale, check_memory=False)
     try:
         longctx.zero_gradients(model)
         ref = longctx.forward_backward(model, ids, **kw)
@@ -286,14 +393,17 @@ def run(args) -> list[dict]:
     t = time.perf_counter()
     qlora.synthetic_checkpoint(args.shape, bench.device)  # before the cap: the fp16 model is bigger than 15 GiB
     log(f"checkpoint ready in {time.perf_counter() - t:.0f} s")
-    device, dtype = qlora.setup_device(preset)
+    device, dtype = qlora.setup_device(preset)  # the T4 emulation: cap, fp16, TF32 off, a T4's SDPA kernels
     if not args.debug:
-        bench.cap = int(min(bench.cap, memory.usable_bytes("T4")))
+        bench.cap = int(min(bench.cap, t4.active().cap_bytes))
+        if args.kernels == "all":  # flash and cuDNN attention allowed again: an H100/H200 result, not a T4 one
+            t4.limit_attention_kernels(("flash", "efficient", "math", "cudnn"))
     t = time.perf_counter()
     model, _ = qlora.load_4bit(preset, device, dtype)
     log(f"loaded in 4-bit in {time.perf_counter() - t:.0f} s")
     bench.record(step="setup", kind="setup", note=f"checkpoint + 4-bit load {time.perf_counter() - bench.start:.0f} s;"
-                 f" torch {torch.__version__}; {os.environ.get('PYTORCH_CUDA_ALLOC_CONF')}")
+                 f" torch {torch.__version__}; {os.environ.get('PYTORCH_CUDA_ALLOC_CONF')}; "
+                 f"{t4.active() or 'no emulation (CPU)'}")
 
     limit = getattr(model.config, "max_position_embeddings", None) or args.max_len
     if limit < args.max_len:
@@ -303,19 +413,29 @@ def run(args) -> list[dict]:
     model = get_peft_model(qlora.prepare(model, "default"), lora)
     model.train()
     lengths = [2048, 4096] if not args.debug else [64]
-    for i, (step, prep, techniques) in enumerate(STEPS):
-        bench.reserve = args.reserve_s * (len(STEPS) - 1 - i)  # the longest sequences come last: keep them time
+    steps = [s for s in STEPS if not args.steps or s[0] in args.steps]
+    for i, (step, prep, techniques) in enumerate(steps):
+        bench.reserve = args.reserve_s * (len(steps) - 1 - i)  # the longest sequences come last: keep them time
         if bench.left() < 20:
             log(f"out of time before step {step!r}")
             break
-        if prep == "lean" and not techniques:
+        if prep == "lean" and longctx.causal_lm_parts(model)[0].embed_tokens.weight.dtype == torch.float32:
             to_lean(model, bench.dtype)
         if "no_lora_dropout" in techniques and longctx.lora_dropout(model) > 0:
             longctx.remove_lora_dropout(model)
             compare(bench, model, 64 if args.debug else 2048, longctx.TECHNIQUES, None, "all techniques vs plain")
         try:
+            bench.which_kernel(model, step, techniques, n=64 if args.debug else 1024)
+            if i == 0 and bench.device.type == "cuda":
+                outside_allocator(bench)
             bench.search(model, step, prep, techniques)
             bench.speed(model, step, prep, techniques, lengths)
+            if step == "lean" and args.kernel_table:  # the math kernel against the memory-efficient one
+                rk = next(s for s in STEPS if s[2] == ("repeat_kv",))
+                bench.which_kernel(model, rk[0], rk[2], n=64 if args.debug else 1024)
+                bench.kernel_table(model, [(step, prep, techniques), rk])
+            if step in args.timed:
+                bench.timed(model, step, prep, techniques, 64 if args.debug else 4096)
         except Exception as e:  # one step failing must not lose the others
             log(f"step {step!r} failed: {type(e).__name__}: {e}")
             bench.record(step=step, prep=prep, techniques="+".join(techniques), kind="error", note=str(e)[:200])
@@ -323,31 +443,35 @@ def run(args) -> list[dict]:
             bench.free()
 
     bench.reserve = 0.0
-    # the library losses against ours, where they run (Triton kernels: CUDA only)
+    # the library losses against ours, where they are installed (Triton kernels: CUDA only)
+    import importlib.util
+
     long_n = 64 if args.debug else min(16384, args.max_len)  # within the position limit (Llama-2: 4,096)
-    for impl in ("cce", "liger"):
-        if bench.left() < 40:
-            break
-        compare(bench, model, 64 if args.debug else 2048, ("chunked_loss",), impl, f"loss {impl} vs plain")
+    for impl, module in (("cce", "cut_cross_entropy"), ("liger", "liger_kernel")):
+        if bench.left() < 40 or bench.device.type != "cuda" or importlib.util.find_spec(module) is None:
+            continue
+        compare(bench, model, 2048, longctx.TECHNIQUES[:2], impl, f"loss {impl} vs plain")
         try:
             bench.probe(model, long_n, longctx.TECHNIQUES, loss=impl, step=f"all, loss={impl}", kind="loss-impl",
                         predict=False)
         except Exception as e:
             bench.record(step=f"all, loss={impl}", kind="loss-impl", seq_len=long_n, note=f"failed: {e}"[:200])
-    if bench.left() > 40:
-        bench.probe(model, long_n, longctx.TECHNIQUES, step="all, loss=chunked", kind="loss-impl", predict=False)
-    # a T4 has no flash attention: does sdpa's memory-efficient kernel alone run this model (GQA, no mask)?
-    if bench.device.type == "cuda" and bench.left() > 40:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        try:
-            with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
-                bench.probe(model, 8192, longctx.TECHNIQUES, step="all, sdpa efficient only", kind="attention")
-        except Exception as e:
-            bench.record(step="all, sdpa efficient only", kind="attention", seq_len=8192,
-                         note=f"failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
+    if bench.device.type == "cuda":
+        outside_allocator(bench, "at the end of the run")
     log(f"done in {time.perf_counter() - bench.start:.0f} s -> {bench.csv}")
     return bench.rows
+
+
+def outside_allocator(bench, when: str = "after a 1,024-token step") -> None:
+    """What this process holds on the GPU outside PyTorch's allocator after a training step: the CUDA context,
+    the kernel images loaded so far, cuBLAS/cuDNN handles and workspaces (all of it out of a T4's 15,095 MiB too)."""
+    torch.cuda.synchronize()
+    free, total = torch.cuda.mem_get_info(bench.device)
+    outside = total - free - torch.cuda.memory_reserved(bench.device)
+    log(f"outside the allocator: {outside / 2**20:,.0f} MiB (device used {(total - free) / 2**20:,.0f} MiB, "
+        f"allocator reserved {torch.cuda.memory_reserved(bench.device) / 2**20:,.0f} MiB)")
+    bench.record(step="outside allocator", kind="overhead", measured_peak_gib=round(outside / GiB, 3),
+                 note=f"total - free - reserved {when}, MiB: {outside / 2**20:.0f}")
 
 
 def arguments(doc: str = __doc__) -> argparse.ArgumentParser:
@@ -355,13 +479,21 @@ def arguments(doc: str = __doc__) -> argparse.ArgumentParser:
     parser.add_argument("--shape", default="llama-3.1-8b")
     parser.add_argument("--out", type=Path, default=Path("course_lib/resources/measurements"))
     parser.add_argument("--budget-s", type=float, default=540, help="stop measuring after this many seconds")
-    parser.add_argument("--cap-gib", type=float, default=memory.usable_bytes("T4") / GiB)
+    parser.add_argument("--cap-gib", type=float, default=memory.usable_bytes("T4") / GiB,
+                        help="the allocator's cap (default: a T4's, memory.usable_bytes('T4'))")
     parser.add_argument("--r", type=int, default=32)
     parser.add_argument("--step", type=int, default=256, help="resolution of the search, tokens")
-    parser.add_argument("--max-len", type=int, default=65536, help="longest length tried")
+    parser.add_argument("--max-len", type=int, default=131072, help="longest length tried")
     parser.add_argument("--max-probes", type=int, default=5, help="forward + backward passes per search at most")
     parser.add_argument("--reserve-s", type=float, default=40, help="seconds kept for each step still to come")
     parser.add_argument("--debug", action="store_true", help="CPU, a tiny synthetic Llama, no cap: the code path")
+    parser.add_argument("--kernels", choices=("t4", "all"), default="t4",
+                        help="t4: the T4 emulation's SDPA kernels (efficient, math); all: flash allowed (H100/H200)")
+    parser.add_argument("--steps", nargs="*", default=[], help="only these steps of longctx.STEPS (default: all)")
+    parser.add_argument("--timed", nargs="*", default=["+ repeat kv", STEPS[-1][0]],
+                        help="steps whose 4,096-token step is split into kernel and host time")
+    parser.add_argument("--no-kernel-table", dest="kernel_table", action="store_false",
+                        help="skip the math vs memory-efficient kernel table (2K/4K/8K, uncapped)")
     return parser
 
 

@@ -8,9 +8,11 @@ Same as the course's run: random weights of the Llama-3.1-8B shape from the same
 ($COURSE_SYNTHETIC_DIR, written by long_context.py or here), loaded in 4-bit by Unsloth
 (``FastLanguageModel.from_pretrained(load_in_4bit=True)``), LoRA r=32, alpha=64 on all linear layers with
 Unsloth's recommended dropout 0 and its offloaded gradient checkpointing (``use_gradient_checkpointing="unsloth"``),
-batch 1, fp16 autocast, 15 GiB cap, one ``model(input_ids, labels=input_ids).loss.backward()`` per measurement (its
-fused loss). A length fits when it ran and the peak reserved memory stayed within the cap. Writes
-``long_context_unsloth.csv``.
+batch 1, fp16 autocast, under the same T4 emulation (``course_lib.t4.emulate``: the T4's usable memory as the cap,
+TF32 off, SDPA limited to the memory-efficient and math kernels; ``--kernels all`` lifts the kernel limit), one
+``model(input_ids, labels=input_ids).loss.backward()`` per measurement (its fused loss). A length fits when it ran
+and the peak reserved memory stayed within the cap. The SDPA kernel it ran is recorded (``t4.SDPAKernels``).
+Writes ``long_context_unsloth.csv``.
 
 Wheels (Python 3.12; none of them on the GPU image; 38 MiB): ``unsloth==2026.10.9 unsloth-zoo==2026.10.9
 trl==1.15.0 datasets==4.3.0 dill==0.4.0 multiprocess==0.70.18 tyro docstring-parser shtab typeguard
@@ -49,10 +51,10 @@ def main() -> None:
     import torch
     from long_context import Bench, arguments, log
 
-    from course_lib import models, qlora
+    from course_lib import models, qlora, t4
 
     parser = arguments(__doc__)
-    parser.add_argument("--guess", type=int, default=40960, help="first length tried (Unsloth's published 40,724)")
+    parser.add_argument("--guess", type=int, default=36864, help="first length tried (36,864 fitted here before)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not torch.cuda.is_available():
@@ -62,8 +64,10 @@ def main() -> None:
     folder = qlora.synthetic_checkpoint(args.shape, device)  # before the cap; reused if long_context.py wrote it
     if not (folder / "tokenizer.json").is_file():  # Unsloth loads a tokenizer with the model: any will do
         models.tiny_chat_tokenizer().save_pretrained(folder)
-    total = torch.cuda.get_device_properties(device).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(1.0, args.cap_gib * 2**30 / total), device)
+    emulation = t4.emulate(device, cap_bytes=int(args.cap_gib * 2**30))
+    if args.kernels == "all":
+        t4.limit_attention_kernels(("flash", "efficient", "math", "cudnn"))
+    log(str(emulation) + ("; flash allowed (--kernels all)" if args.kernels == "all" else ""))
 
     def step(model, ids):
         with torch.autocast("cuda", dtype=torch.float16):
@@ -80,8 +84,9 @@ def main() -> None:
     FastLanguageModel.for_training(model)
     log(f"Unsloth {unsloth.__version__}: loaded and adapted in {time.perf_counter() - t:.0f} s")
     bench.record(step="setup", kind="setup", note=f"unsloth {unsloth.__version__}; torch {torch.__version__}; "
-                 f"load {time.perf_counter() - t:.0f} s")
+                 f"load {time.perf_counter() - t:.0f} s; {emulation}")
     name = "unsloth"
+    bench.which_kernel(model, name, ())
     try:
         bench.search(model, name, "unsloth", (), guess=args.guess)
         bench.speed(model, name, "unsloth", (), [2048, 4096], predict=False)
