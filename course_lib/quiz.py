@@ -366,8 +366,9 @@ QUIZZES: dict[str, list[Question]] = {
            ("at about 1.9e-9 it is below fp16's smallest subnormal (about 6e-8) and becomes 0; GradScaler's starting "
             "scale of 65,536 lifts it to about 1.2e-4, which fp16 holds",
             "That is why fp16 training scales the loss, and why notebook 10's fp16 gradient checks do "
-            "(forward_backward's loss_scale): with it, the committed H100 run's gradients with all techniques differ "
-            "from the plain path's by 0.25% (relative norm)."),
+            "(forward_backward's loss_scale): with it, the committed T4-emulation run's gradients with all "
+            "techniques differ from the plain path's by 0.98% (relative norm; the two paths also run different "
+            "attention kernels)."),
            ("it overflows to inf", "Overflow threatens numbers above fp16's largest, 65,504; this gradient is tiny."),
            ("the loss becomes 0 instead", "The loss is about ln(128,256) ≈ 11.8 for a model that has not learned: "
             "well inside fp16's range. Each logit's gradient is what is tiny."), applied=True),
@@ -381,18 +382,18 @@ QUIZZES: dict[str, list[Question]] = {
             "finished with them."),
            ("7.75 GiB", "That keeps only the one in use; the backward pass also fetches the next one ahead, and a "
             "copy's memory is free only after the side stream finishes with it."), applied=True),
-        _q("With all four techniques, at the tens of thousands of tokens they reach on a T4, what is the predicted "
-           "(and traced) peak of the recomputed decoder layer's backward?", 3,
+        _q("With all six techniques, at the 70,000 tokens or so they reach under the T4 emulation, what is the "
+           "predicted peak of the recomputed decoder layer's backward?", 3,
            ("the MLP's backward: three intermediate-sized gradients per token", "That is the peak without the tiled "
             "MLP (and without dropout); tiling keeps the MLP's wide tensors for one tile at a time."),
-           ("one chunk's logits", "The loss's chunk is smaller than a decoder layer's backward at these lengths; "
-            "the peak phase is the layer's backward."),
-           ("the attention scores, tokens x tokens", "PyTorch's scaled_dot_product_attention on a GPU never stores "
-            "the scores matrix: what attention keeps grows linearly with the tokens."),
-           ("an RMSNorm's backward, which holds five hidden-sized fp32 temporaries per token", "The MLP's wide "
-            "tensors now exist for one tile only, while the norm's backward still runs over every token in fp32: "
-            "longctx.predict_peak's 'norm backward' moment. (Over a few short tiles the MLP's backward still leads.)")),
-        _q("The committed GPU run also searched Llama-2-7B's shape: every step, from PEFT's default to all four "
+           ("an RMSNorm's backward, which holds five hidden-sized fp32 temporaries per token", "That was the peak "
+            "with the MLP tiled; chunked_norm computes the norms a chunk of tokens at a time."),
+           ("the attention scores, tokens x tokens", "Only the math kernel stores them. With repeat_kv a T4's "
+            "memory-efficient kernel runs, and what attention keeps grows linearly with the tokens."),
+           ("attention's own backward: q, K and V (repeated to the query's heads) with their gradients",
+            "Everything that works token by token now exists for one chunk at a time; what attention needs across "
+            "the whole sequence is left: longctx.predict_peak's 'attention backward' moment.")),
+        _q("The committed GPU run also searched Llama-2-7B's shape: every step, from PEFT's default to all six "
            "techniques, fits 4,096 tokens and no more is tried. What does that say about the techniques?", 1,
            ("they do not work on Llama-2", "They work on any Llama-family model: on the Llama-2-7B shape, all "
             "techniques against the plain path agreed to 0.25% (relative gradient norm)."),
@@ -405,6 +406,28 @@ QUIZZES: dict[str, list[Question]] = {
             "position limit, not at memory."),
            ("a T4 cannot hold Llama-2-7B beyond 4,096 tokens", "Every step, even PEFT's default, fits at 4,096: the "
             "position limit stopped the search, not memory.")),
+        _q("Llama-3.1-8B (32 query heads sharing 8 key/value heads), batch 1, no padding mask, on a T4. Which "
+           "scaled_dot_product_attention kernel runs transformers' sdpa attention, and why?", 2,
+           ("flash attention: SDPA always picks the fastest kernel", "Flash attention needs compute capability 8.0; "
+            "a T4 is 7.5 and has only the memory-efficient and math kernels."),
+           ("the memory-efficient kernel: it needs no tokens x tokens matrix", "It would, but with no mask "
+            "transformers passes the 8 key/value heads with enable_gqa=True, and in torch 2.11 that kernel "
+            "refuses unequal head counts."),
+           ("the math kernel: enable_gqa is accepted only by flash, which a T4 lacks, so SDPA falls back to the one "
+            "kernel left, which stores every score", "longctx's repeat_kv repeats K and V to 32 heads first: "
+            "equal head counts, no enable_gqa, and the memory-efficient kernel runs (t4_emulation.csv records "
+            "both)."),
+           ("cuDNN attention: NVIDIA's library is tuned for its own GPUs", "cuDNN attention in PyTorch also needs "
+            "compute capability 8.0 or newer.")),
+        _q("The math kernel keeps 4 fp32 score matrices per head in a recomputed layer's backward pass "
+           "(longctx.MATH_SCORE_COPIES). For the 8B shape's 32 heads at 8,192 tokens, how much is that?", 1,
+           ("2.00 GiB", "That is a quarter of one matrix: one is 32 x 8,192 x 8,192 x 4 bytes = 8.00 GiB, and "
+            "there are 4."),
+           ("32.00 GiB", "4 x 32 heads x 8,192 x 8,192 x 4 bytes = 32.00 GiB: twice what a T4 has for the whole "
+            "run. Doubling the length quadruples it; the memory-efficient kernel's linear terms double."),
+           ("8.00 GiB", "That is one of the four: each is 32 x 8,192 x 8,192 x 4 bytes."),
+           ("0.50 GiB", "That is two heads' share of one matrix: 8,192 x 8,192 x 4 bytes is 0.25 GiB a head, "
+            "with 32 heads and 4 matrices."), applied=True),
     ],
     "09": [
         _q("Why can notebook 06's `orders` task not compare LoRA with full fine-tuning?", 1,
