@@ -394,11 +394,14 @@ if device.type == "cuda":
         try:
             r = training.train(m, rows, steps=big_preset.steps, lr=big_preset.lr, batch_size=1,
                                compute_dtype=compute_dtype, scheduler="constant", desc=label)
+            ids = torch.randint(0, big_config.vocab_size, (1, big_preset.seq_len), device=device)
+            with torch.autocast("cuda", dtype=compute_dtype):  # one more step, watched: which attention kernel ran
+                _, kernel = t4.kernels_of(lambda mm, x: mm(input_ids=x, labels=x).loss.backward(), m, ids)
             part_two[label] = dict(predicted=est.total_bytes, measured=r.peak_bytes, loaded=r.load_bytes,
-                                   tokens_per_s=r.throughput(warmup=WARMUP), steps=r.steps)
+                                   tokens_per_s=r.throughput(warmup=WARMUP), steps=r.steps, attention=kernel)
         except torch.OutOfMemoryError:
             part_two[label] = dict(predicted=est.total_bytes, measured=float("nan"), loaded=float("nan"),
-                                   tokens_per_s=float("nan"), steps=0)
+                                   tokens_per_s=float("nan"), steps=0, attention="-")
         del m
         training.free_memory()
 else:
@@ -411,8 +414,9 @@ if part_two:
     table = pd.DataFrame({label: {"predicted peak (GB)": v["predicted"] / 1e9, "measured peak (GB)": v["measured"] / 1e9,
                                   "error (%)": 100 * (v["predicted"] - v["measured"]) / v["measured"],
                                   "loaded (GB)": v["loaded"] / 1e9, "tokens/s": v["tokens_per_s"],
-                                  "steps timed": v["steps"] - WARMUP} for label, v in part_two.items()}).T
-    print(table.round(3).to_string())
+                                  "steps timed": v["steps"] - WARMUP, "attention kernel": v["attention"]}
+                          for label, v in part_two.items()}).T
+    print(table.to_string(float_format=lambda x: f"{x:.3f}"))
     d, lean, lo = (part_two[k] for k in ("QLoRA, PEFT default", "QLoRA, lean", "LoRA, 16-bit"))
     print(f"\nlean / default: peak {lean['measured'] / d['measured']:.3f}x, tokens/s {lean['tokens_per_s'] / d['tokens_per_s']:.3f}x")
     speed = lean["tokens_per_s"] / lo["tokens_per_s"]
