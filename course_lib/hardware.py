@@ -50,6 +50,53 @@ def supports_bf16(device: torch.device | str | None = None) -> bool:
     return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
+# The course's GPU code (bitsandbytes' 4-bit kernels, notebooks 07 and 10) needs a T4 (7.5) or newer.
+MIN_CUDA_CAPABILITY = (7, 5)
+
+
+def _arch_version(arch: str) -> int:
+    """``"sm_86"`` -> 86, ``"sm_90a"`` -> 90, ``"compute_120"`` -> 120."""
+    return int(arch.split("_", 1)[1].rstrip("af"))
+
+
+def arch_runs_on(capability: tuple[int, int], arch_list: list[str]) -> bool:
+    """Whether a torch build compiled for ``arch_list`` (``torch.cuda.get_arch_list()``) has kernels that run on a
+    GPU of ``capability``: a binary (``sm_XY``) of the same major version and no newer minor, or PTX
+    (``compute_XY``) no newer than the GPU, which the driver compiles for it. (An L4, 8.9, runs sm_86 code.)"""
+    major, minor = capability
+    device = 10 * major + minor
+    for arch in arch_list:
+        code = _arch_version(arch)
+        if arch.startswith("sm_") and code // 10 == major and code % 10 <= minor:
+            return True
+        if arch.startswith("compute_") and code <= device:
+            return True
+    return False
+
+
+def gpu_problem(device: torch.device | str | int | None = None,
+                min_capability: tuple[int, int] = MIN_CUDA_CAPABILITY) -> str | None:
+    """None when the CUDA GPU ``device`` can run the course's GPU code; otherwise what is wrong, naming the GPU,
+    and the way out. Two checks: compute capability >= ``min_capability`` (bitsandbytes' 4-bit kernels), and
+    kernels for it in this torch build (else every CUDA call fails with "no kernel image is available")."""
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible to PyTorch"
+    device = torch.device("cuda", device) if isinstance(device, int) else torch.device(device or "cuda")
+    name, capability = torch.cuda.get_device_name(device), tuple(torch.cuda.get_device_capability(device))
+    cap = ".".join(map(str, capability))
+    colab = "On Colab: Runtime > Change runtime type > T4 GPU (or newer). Without one, run the CPU path."
+    if capability < tuple(min_capability):
+        return (f"{name} has compute capability {cap}; the course's GPU code (bitsandbytes 4-bit) needs "
+                f"{'.'.join(map(str, min_capability))} or newer (T4, L4, A100, H100, RTX 20xx or newer). {colab}")
+    arch_list = torch.cuda.get_arch_list()
+    if arch_list and not arch_runs_on(capability, arch_list):
+        return (f"{name} (compute capability {cap}) is not a GPU this PyTorch build has kernels for (torch "
+                f"{torch.__version__} was built for {' '.join(arch_list)}): every CUDA operation would fail with "
+                f"\"no kernel image is available\". Install a torch build that lists sm_{capability[0]}{capability[1]}, "
+                f"or use another GPU. {colab}")
+    return None
+
+
 def compute_dtype(device: torch.device | str | None = None, requested: torch.dtype | None = None) -> torch.dtype:
     """The dtype to compute in on ``device``: bf16 on Ampere+, fp16 on older GPUs and MPS, fp32 on CPU.
 

@@ -49,11 +49,74 @@ def _gguf_path(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+# The embedded model's tokenizer as the course fixes it, whatever transformers converted the GGUF: the values of
+# SmolLM2-135M-Instruct's own tokenizer on the hub. transformers 5.15 writes eos <|im_start|>, no pad, clean-up
+# True and a SentencePiece-style decoder chain; 5.23 writes these. The tokenizer.json parts are GPT-2's byte-level
+# BPE, as the hub's file has them.
+EMBEDDED_TOKENIZER = {
+    "special": {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|im_end|>",
+                "unk_token": "<|endoftext|>"},
+    "clean_up_tokenization_spaces": False,
+    "normalizer": None,
+    "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+    "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+    "model": {"unk_token": None, "continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": False,
+              "byte_fallback": False},
+}
+CONVERSION_FORMAT = 2  # bump when the conversion below changes what it writes: older caches are then not reused
+
+
+def course_tokenizer(tokenizer):
+    """A fast tokenizer equal to ``tokenizer`` but with the course's settings of the embedded model
+    (``EMBEDDED_TOKENIZER``: its tokenizer.json parts, special tokens and clean-up), so every transformers version
+    gives the same one. Vocabulary, merges and chat template are kept."""
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    for part in ("normalizer", "pre_tokenizer", "decoder"):
+        spec[part] = EMBEDDED_TOKENIZER[part]
+    spec["model"].update(EMBEDDED_TOKENIZER["model"])
+    fixed = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
+                                    clean_up_tokenization_spaces=EMBEDDED_TOKENIZER["clean_up_tokenization_spaces"],
+                                    **EMBEDDED_TOKENIZER["special"])
+    fixed.chat_template = tokenizer.chat_template
+    return fixed
+
+
+def conversion_key(name: str = DEFAULT_MODEL) -> str:
+    """What the converted checkpoint depends on, as a short hash: the GGUF's package and version, the versions of
+    the code that reads and writes it (transformers, gguf, tokenizers) and the course's conversion format. A cache
+    made under other versions is never reused (transformers 5.15 and 5.23 convert the same GGUF differently)."""
+    import hashlib
+    import json
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    package, filename = EMBEDDED[name]
+    facts = {"gguf file": f"{installed(package.replace('_', '-'))}/{filename}", "format": CONVERSION_FORMAT,
+             **{dist: installed(dist) for dist in ("transformers", "gguf", "tokenizers")}}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def embedded_cache_folder(name: str = DEFAULT_MODEL) -> Path:
+    """Where the converted checkpoint of ``name`` is kept under the current versions (see ``conversion_key``)."""
+    return cache_dir() / f"{name.replace('/', '--')}-{conversion_key(name)}"
+
+
 def embedded_checkpoint(name: str = DEFAULT_MODEL) -> Path:
-    """Folder of a safetensors checkpoint for an embedded model, converting its GGUF on first use (~20 s)."""
+    """Folder of a safetensors checkpoint for an embedded model, converting its GGUF on first use (~20 s) with the
+    course's tokenizer settings (``course_tokenizer``); keyed by what changes the result (``conversion_key``)."""
     if name not in EMBEDDED:
         raise ModelNotAvailableError(f"{name!r} is not embedded; embedded models: {sorted(EMBEDDED)}")
-    target = cache_dir() / name.replace("/", "--")
+    target = embedded_cache_folder(name)
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
         return target
     gguf = _gguf_path(name)
@@ -64,7 +127,7 @@ def embedded_checkpoint(name: str = DEFAULT_MODEL) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"Converting the embedded GGUF of {name} to safetensors once (about 20 s) -> {target}")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = course_tokenizer(AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name))
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The dequantized weights are plain fp32 now, but the model still carries the GGUF quantizer, which makes
     # transformers refuse to save it (and would refuse bitsandbytes on top). Copy the weights into a clean model.
@@ -74,6 +137,10 @@ def embedded_checkpoint(name: str = DEFAULT_MODEL) -> Path:
     clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     clean.load_state_dict(model.state_dict())
     clean.generation_config = model.generation_config
+    for key, token in (("bos_token_id", "bos_token"), ("eos_token_id", "eos_token"), ("pad_token_id", "pad_token")):
+        token_id = tokenizer.convert_tokens_to_ids(EMBEDDED_TOKENIZER["special"][token])
+        setattr(clean.config, key, token_id)  # the model's ids agree with its tokenizer's
+        setattr(clean.generation_config, key, token_id)
     model = clean
     with atomic_folder(target) as tmp:  # an interrupted conversion never leaves a half checkpoint
         model.save_pretrained(tmp)
@@ -101,7 +168,7 @@ def hub_reachable(timeout: float = 2.0) -> bool:
 
 def available_offline() -> list[str]:
     """Model names that load with no network: the embedded ones (when their package is installed)."""
-    return [name for name in EMBEDDED if (cache_dir() / name.replace("/", "--")).is_dir() or _gguf_path(name)]
+    return [name for name in EMBEDDED if embedded_cache_folder(name).is_dir() or _gguf_path(name)]
 
 
 def load_causal_lm(

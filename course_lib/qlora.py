@@ -77,18 +77,55 @@ PRESETS = {
 
 
 def bnb_status() -> tuple[bool, str]:
-    """(True, ...) when bitsandbytes can run 4-bit layers and paged optimizers on this CUDA GPU; else the reason."""
-    if not torch.cuda.is_available():
-        return False, "no CUDA GPU is visible to PyTorch"
+    """(True, ...) only when bitsandbytes can really run 4-bit layers and paged optimizers on this CUDA GPU:
+    the GPU can run the course's GPU code (``hardware.gpu_problem``: compute capability >= 7.5, in torch's
+    architecture list), bitsandbytes' CUDA library really loaded, and one tiny 4-bit round trip runs on the GPU.
+    Else (False, the cause and the way out).
+
+    Why not ``cextension.BNB_BACKEND``: bitsandbytes 0.50 sets it to "CUDA" whenever torch sees a GPU, and when
+    its CUDA library then fails to load it puts a stand-in (``ErrorHandlerMockBNBNativeLibrary``) in
+    ``cextension.lib`` that raises only at the first 4-bit operation. A loaded CUDA library is a
+    ``CudaBNBNativeLibrary``, whose ``compiled_with_cuda`` is True."""
+    problem = hardware.gpu_problem()
+    if problem is not None:
+        return False, problem
     try:
         from bitsandbytes import cextension
     except ImportError:
-        return False, "bitsandbytes is not installed (pip install bitsandbytes)"
-    backend = getattr(cextension, "BNB_BACKEND", "?")
-    if backend != "CUDA":
-        return False, (f"bitsandbytes loaded its {backend} library, not its CUDA one: reinstall a build for this "
-                       "CUDA (pip install -U bitsandbytes), then restart the runtime")
-    return True, f"bitsandbytes {hardware._version('bitsandbytes')} with its CUDA library"
+        return False, "bitsandbytes is not installed (pip install bitsandbytes, then restart the session)"
+    version, cuda = hardware._version("bitsandbytes"), torch.version.cuda
+    restart = "then restart the session (Colab: Runtime > Restart session)"
+    lib = cextension.lib
+    if not getattr(lib, "compiled_with_cuda", False):
+        # the stand-in keeps the load error in error_msg; vars(): the library objects answer any other name
+        error = str(vars(lib).get("error_msg") or "").strip().splitlines()
+        if error:  # the stand-in: the CUDA library was there to load and failed
+            return False, (f"bitsandbytes {version} could not load its CUDA library ({error[0][:200]}); every 4-bit "
+                           f"operation would fail. Install a build for CUDA {cuda}: pip install -U bitsandbytes, "
+                           f"{restart}")
+        return False, (f"bitsandbytes {version} loaded its CPU library, not a CUDA one, although torch sees a GPU "
+                       f"(CUDA {cuda}). Install a build with CUDA libraries: pip install -U bitsandbytes, {restart}")
+    try:
+        _tiny_4bit_roundtrip()
+    except Exception as exc:  # a library that loads but cannot run here: say what it said
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        return False, (f"bitsandbytes {version} loaded its CUDA library, but a 4-bit quantize/dequantize on "
+                       f"{torch.cuda.get_device_name(0)} failed ({type(exc).__name__}: {first}). Reinstall it for "
+                       f"CUDA {cuda} (pip install -U bitsandbytes), {restart}")
+    return True, f"bitsandbytes {version} with its CUDA library, on {torch.cuda.get_device_name(0)}"
+
+
+def _tiny_4bit_roundtrip() -> None:
+    """Quantize a 64 x 64 matrix to NF4 on the GPU and back; raise unless it comes back close (NF4 rounds to
+    within 0.14 of a block's absmax, and the absmax of these normal values is below 6)."""
+    import bitsandbytes.functional as F
+
+    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(0)).to("cuda", torch.float16)
+    packed, state = F.quantize_4bit(x, blocksize=64, quant_type="nf4")
+    error = (F.dequantize_4bit(packed, state) - x).abs().max().item()
+    torch.cuda.synchronize()
+    if not error < 1.5:  # also False for NaN
+        raise RuntimeError(f"the NF4 round trip came back wrong (largest error {error})")
 
 
 def choose_preset(name: str = "auto") -> Preset:

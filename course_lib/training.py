@@ -372,9 +372,41 @@ def evaluate(model, eval_dataset, *, pad_token_id: int, batch_size: int = 16) ->
     return {"loss": loss, "perplexity": math.exp(loss)}
 
 
+class NonFiniteLogitsError(FloatingPointError):
+    """The model's logits were NaN or infinite: text or scores computed from them would be garbage."""
+
+
+@contextlib.contextmanager
+def finite_logits(model, what: str = "generation"):
+    """Raise ``NonFiniteLogitsError`` as soon as the output layer of ``model`` produces a NaN or infinite logit
+    at the position a token is chosen from (the last one). Greedy decoding picks *some* token from NaN logits, so
+    without this a broken forward pass (an fp16 overflow) scores 0, which looks like an untrained model."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+
+    def check(module, args, output):
+        logits = output[:, -1] if output.dim() == 3 else output
+        if not torch.isfinite(logits).all():
+            kind = "NaN" if torch.isnan(logits).any() else "infinite"
+            raise NonFiniteLogitsError(
+                f"the model produced {kind} logits during {what} (computing in {str(logits.dtype).replace('torch.', '')}"
+                f" on {logits.device.type}): its replies would be garbage and score 0, like an untrained model's. "
+                "In fp16 this is usually an overflow (a value above 65,504): compute in fp32 (model.float(); on a "
+                "CPU fp32 is the default), or in bf16 on a GPU of compute capability >= 8.0; for a 4-bit model keep "
+                "the residual stream in fp32 (qlora.prepare(model, 'default')). If training diverged first, its "
+                "weights are NaN: retrain with a lower learning rate.")
+
+    handle = head.register_forward_hook(check) if head is not None else None
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
 @torch.no_grad()
 def generate(model, tokenizer, rows, *, max_new_tokens: int = 40, batch_size: int = 16) -> list[str]:
-    """Greedy replies to the prompts of ``rows`` (instruction/response rows), batched with left padding."""
+    """Greedy replies to the prompts of ``rows`` (instruction/response rows), batched with left padding.
+    A NaN or infinite logit raises ``NonFiniteLogitsError`` (see ``finite_logits``)."""
     model.eval()
     replies, side = [], tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation appends on the right, so prompts must end at the same column
@@ -383,8 +415,9 @@ def generate(model, tokenizer, rows, *, max_new_tokens: int = 40, batch_size: in
             prompts = [data.prompt_text(rows[i], tokenizer) for i in range(start, min(start + batch_size, len(rows)))]
             enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
             enc = enc.to(_model_device(model))  # the prompts go where the model is (a GPU, or the CPU)
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
+            with finite_logits(model):
+                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id)
             replies += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     finally:
         tokenizer.padding_side = side
@@ -392,7 +425,8 @@ def generate(model, tokenizer, rows, *, max_new_tokens: int = 40, batch_size: in
 
 
 def task_score(model, tokenizer, rows, scorer=data.score_record, *, max_new_tokens: int = 40) -> tuple[float, list[str]]:
-    """Mean ``scorer(reply, reference)`` over ``rows``, and the replies."""
+    """Mean ``scorer(reply, reference)`` over ``rows``, and the replies. Non-finite logits raise
+    ``NonFiniteLogitsError`` instead of scoring 0."""
     rows = [rows[i] for i in range(len(rows))]
     replies = generate(model, tokenizer, rows, max_new_tokens=max_new_tokens)
     scores = [scorer(reply, row["response"]) for reply, row in zip(replies, rows)]

