@@ -141,8 +141,10 @@ def course_lib_version() -> str:
     return dist.version + (" (editable)" if direct_url.get("dir_info", {}).get("editable") else "")
 
 
-def environment() -> dict[str, str]:
-    """The facts the report prints, as a dict (tested, and reused by the build's index page)."""
+def environment(run_dtype: torch.dtype | None = None) -> dict[str, str]:
+    """The facts the report prints, as a dict (tested, and reused by the build's index page). ``run_dtype``: the
+    dtype this notebook's run computes in when it is not the device's default (notebook 07's T4-like presets
+    compute in fp16 on any GPU); the report then names both."""
     device = pick_device()
     info = {
         "python": platform.python_version(),
@@ -156,7 +158,9 @@ def environment() -> dict[str, str]:
         props = torch.cuda.get_device_properties(device)
         info["gpu"] = f"{props.name} (compute capability {props.major}.{props.minor})"
         info["gpu memory"] = f"{props.total_memory / 2**30:.1f} GiB"
-    info["compute dtype"] = str(compute_dtype(device)).replace("torch.", "")
+    default = str(compute_dtype(device)).replace("torch.", "")
+    run = str(run_dtype).replace("torch.", "") if run_dtype is not None else default
+    info["compute dtype"] = run if run == default else f"{run} (this run; the default here is {default})"
     ram = _total_ram_bytes()
     if ram:
         info["ram"] = f"{ram / 2**30:.1f} GiB"
@@ -175,8 +179,8 @@ def on_colab() -> bool:
     return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
 
 
-def report() -> None:
+def report(run_dtype: torch.dtype | None = None) -> None:
     """Print the environment (first code cell of every notebook); ``environment()`` returns the same as a dict."""
-    info = environment()
+    info = environment(run_dtype)
     width = max(map(len, info))
     print("\n".join(f"{key:<{width}}  {value}" for key, value in info.items()))

@@ -123,20 +123,44 @@ def plot_quantization_histograms(w, w_hat, code=None, title: str = "NF4 round tr
 
 
 # ------------------------------------------------------------------------------- 05 memory budgets
-def plot_memory_vs_tokens(curves: dict[str, tuple[list, list]], *, gpu_gb: float | None = 16.0,
-                          title: str = "Predicted peak memory vs sequence length"):
-    """curves: label -> (sequence lengths, GB). A dashed line marks a GPU's memory (a T4's 16 GB by default)."""
+def plot_checkpointing(predicted: dict[str, dict], *, measured: dict[str, dict] | None = None,
+                       limit_bytes: float | None = None, limit_label: str = "GPU limit",
+                       title: str = "Peak memory with gradient checkpointing on (solid) and off (dashed)"):
+    """Peak training memory (GiB) against tokens per step, gradient checkpointing on (solid) and off (dashed).
+
+    ``predicted``: label -> {"tokens": [...], "on": [bytes], "off": [bytes]} (the memory model), one colour per
+    label, with a dashed grey line at ``limit_bytes``. ``measured`` (optional, a second panel): label ->
+    {"tokens", "on", "off"} measured and {"predicted on", "predicted off"} beside them: markers for the
+    measurements, lines for the predictions."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for label, (xs, ys) in curves.items():
-        ax.plot(xs, ys, marker="o", label=label)
-    if gpu_gb:
-        ax.axhline(gpu_gb, color="gray", linestyle="--", label=f"{gpu_gb:g} GB GPU")
-    ax.set(xscale="log", xlabel="tokens per step (batch x sequence)", ylabel="GB", title=title)
-    ax.legend(fontsize=8)
+    panels = 2 if measured else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 4.2), squeeze=False)
+    ax = axes[0][0]
+    for i, (label, c) in enumerate(predicted.items()):
+        colour = f"C{i}"
+        ax.plot(c["tokens"], [b / 2**30 for b in c["on"]], color=colour, marker="o", ms=3, label=f"{label}")
+        ax.plot(c["tokens"], [b / 2**30 for b in c["off"]], color=colour, ls="--", marker="o", ms=3)
+    if limit_bytes:
+        ax.axhline(limit_bytes / 2**30, color="gray", ls=":", lw=1.5, label=limit_label)
+    ax.set(xscale="log", yscale="log", xlabel="tokens per step (batch x sequence)", ylabel="GiB",
+           title="predicted (the memory model)")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    if measured:
+        ax = axes[0][1]
+        for i, (label, c) in enumerate(measured.items()):
+            colour = f"C{i + len(predicted)}"
+            for key, style, marker in (("on", "-", "o"), ("off", "--", "s")):
+                ax.plot(c["tokens"], [b / 2**30 for b in c[f"predicted {key}"]], color=colour, ls=style, lw=1)
+                ax.scatter(c["tokens"], [b / 2**30 for b in c[key]], color=colour, marker=marker, s=25,
+                           label=f"{label}, checkpointing {key}: measured")
+        ax.set(xscale="log", xlabel="tokens per step", ylabel="GiB", title="measured on this CPU (markers) vs predicted")
+        ax.legend(fontsize=7)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return ax
+    return axes[0]
 
 
 # ------------------------------------------------------------------------------- 10 long contexts

@@ -144,20 +144,37 @@ def choose_preset(name: str = "auto") -> Preset:
     return preset
 
 
+def run_dtype(preset: Preset) -> torch.dtype:
+    """The compute dtype of a run of ``preset`` on this machine: fp16 for ``t4_like`` presets on a GPU (a T4 has
+    no bf16), else the device's own choice (``hardware.compute_dtype``)."""
+    device = torch.device("cuda", 0) if preset.needs_gpu else torch.device("cpu")
+    if device.type == "cuda" and preset.t4_like:
+        return hardware.compute_dtype(device, requested=torch.float16)
+    return hardware.compute_dtype(device)
+
+
+def preset_dtype(name: str = "auto") -> torch.dtype:
+    """``run_dtype`` of the preset ``name`` would choose here, said before it is chosen (for the environment
+    report) and without printing; a preset this machine cannot run gets the machine's default dtype."""
+    ok, _ = bnb_status()
+    preset = PRESETS.get(("t4" if ok else "smoke") if name == "auto" else name)
+    if preset is None or (preset.needs_gpu and not ok):
+        return hardware.compute_dtype()
+    return run_dtype(preset)
+
+
 def setup_device(preset: Preset) -> tuple[torch.device, torch.dtype]:
-    """The device and compute dtype of a run. ``t4_like`` presets run under the course's T4 emulation
-    (``t4.emulate``: the allocator capped at ``memory.usable_bytes("T4")``, fp16, TF32 off, SDPA limited to the
-    memory-efficient and math kernels a T4 has), so that a bigger GPU behaves like a T4."""
+    """The device and compute dtype (``run_dtype``) of a run. ``t4_like`` presets run under the course's T4
+    emulation (``t4.emulate``: the allocator capped at ``memory.usable_bytes("T4")``, fp16, TF32 off, SDPA limited
+    to the memory-efficient and math kernels a T4 has), so that a bigger GPU behaves like a T4."""
     from course_lib import t4
 
     device = torch.device("cuda", 0) if preset.needs_gpu else torch.device("cpu")
-    if device.type != "cuda":
-        return device, hardware.compute_dtype(device)
-    t4.check_gpu(device)
-    if preset.t4_like:
-        print(t4.emulate(device))
-        return device, torch.float16
-    return device, hardware.compute_dtype(device)
+    if device.type == "cuda":
+        t4.check_gpu(device)
+        if preset.t4_like:
+            print(t4.emulate(device))
+    return device, run_dtype(preset)
 
 
 def available_bytes(device: torch.device, preset: Preset | None = None) -> int:
@@ -305,30 +322,49 @@ def lora_updates(peft_model) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 
 
 def merge_precision(peft_model, formats=("float16", "bfloat16", "nf4")) -> dict[str, dict[str, float]]:
-    """Store W + ΔW of every LoRA layer in each format; the update the stored weights carry is
-    U = stored(W + ΔW) - stored(W). Two shares **of ΔW** (not of the layer), over all LoRA layers:
-    ``kept`` = <U, ΔW> / |ΔW|² (1.0: the update, on average) and ``error`` = |U - ΔW| / |ΔW| (0.0: exact; 1.0:
-    rounding noise as large as the update). A small ΔW next to W falls between neighbouring values of a coarse
-    format: rounding is unbiased, so ``kept`` stays near 1 while ``error`` grows."""
+    """Store W + ΔW of every LoRA layer of ``peft_model`` in each format and measure what the stored weights keep
+    of the update (``update_shares``, over all LoRA layers together)."""
+    return update_shares(list(lora_updates(peft_model).values()), formats)
+
+
+def update_shares(pairs, formats=("float16", "bfloat16", "nf4")) -> dict[str, dict[str, float]]:
+    """For (W, ΔW) pairs: the update the stored weights carry is U = stored(W + ΔW) - stored(W), and three shares
+    **of ΔW** (not of the layer) describe it: ``kept`` = <U, ΔW> / |ΔW|² (1.0: the update, on average),
+    ``error`` = |U - ΔW| / |ΔW| (0.0: exact; 1.0: rounding noise as large as the update), and ``unchanged``, the
+    share of weights whose stored value (NF4: whose 4-bit code) did not move at all.
+
+    Rounding keeps ΔW on average (``kept`` near 1, however small ΔW is) only when W sits at an arbitrary place
+    between two of the format's values: W + ΔW then rounds up or down with odds that average out to ΔW. That is
+    bf16's case: the weights of a 4-bit model, dequantized to fp16, are not on bf16's coarser grid. A 4-bit model's
+    W *is* on the NF4 grid: W + ΔW rounds back to W's own code wherever |ΔW| is under half a level, so the codes
+    do not move (``unchanged`` near 1) and the update is lost (``kept`` near 0; what is left comes from the block
+    scales, which move with each block's largest weight)."""
     import bitsandbytes.functional as F
 
-    def stored(x: torch.Tensor, fmt: str) -> torch.Tensor:
+    def stored(x: torch.Tensor, fmt: str) -> tuple[torch.Tensor, torch.Tensor]:  # (dequantized values, codes)
         if fmt == "nf4":
             packed, state = F.quantize_4bit(x.contiguous(), blocksize=64, quant_type="nf4")
-            return F.dequantize_4bit(packed, state).float()
+            codes = torch.stack([packed.flatten() >> 4, packed.flatten() & 15], 1).flatten()
+            return F.dequantize_4bit(packed, state).float(), codes
         if fmt not in ("float16", "bfloat16", "float32"):
             raise ValueError(f"unknown format {fmt!r}; use 'float16', 'bfloat16', 'float32' or 'nf4'.")
-        return x.to(getattr(torch, fmt)).float()
+        value = x.to(getattr(torch, fmt))
+        return value.float(), value
 
-    kept, err, norm = dict.fromkeys(formats, 0.0), dict.fromkeys(formats, 0.0), 0.0
-    for w, delta in lora_updates(peft_model).values():
+    kept, err, same = (dict.fromkeys(formats, 0.0) for _ in range(3))
+    norm, count = 0.0, 0
+    for w, delta in pairs:
         norm += (delta * delta).sum().item()
+        count += delta.numel()
         for fmt in formats:
-            update = stored(w + delta, fmt) - stored(w, fmt)
+            (before, codes_before), (after, codes_after) = stored(w, fmt), stored(w + delta, fmt)
+            update = after - before
             kept[fmt] += (update * delta).sum().item()
             err[fmt] += ((update - delta) ** 2).sum().item()
+            same[fmt] += (codes_before == codes_after).sum().item()
     norm = max(norm, 1e-30)
-    return {fmt: {"kept": kept[fmt] / norm, "error": (err[fmt] / norm) ** 0.5} for fmt in formats}
+    return {fmt: {"kept": kept[fmt] / norm, "error": (err[fmt] / norm) ** 0.5, "unchanged": same[fmt] / max(count, 1)}
+            for fmt in formats}
 
 
 def dequantize_4bit_model(model, dtype: torch.dtype):

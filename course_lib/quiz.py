@@ -191,13 +191,15 @@ QUIZZES: dict[str, list[Question]] = {
            ("the frozen base weights", "The 16-bit weights are 13.48 GB of the 13.88 GB peak predicted for "
             "r=8 on q and v at 512 tokens: that is what 4-bit storage attacks."),
            ("the tokenizer", "The tokenizer is a few MB of host memory.")),
-        _q("In the course's ledger (memory.bytes_per_param), full fine-tuning in bf16 with AdamW needs how many bytes "
-           "per parameter before activations?", 1,
-           ("2", "2 bytes is the bf16 weight alone."),
-           ("8", "2 (weight) + 2 (gradient) + 4 (AdamW's two bf16 moments) = 8."),
-           ("16", "16 is the mixed-precision recipe with fp32 master weights and fp32 moments; the ledger keeps "
-            "everything in bf16."),
-           ("4", "4 is weight + gradient; AdamW adds two moments per parameter."), applied=True),
+        _q("Full fine-tuning the way a T4 must run it: mixed precision (16-bit compute, fp32 master weights, "
+           "fp32 AdamW moments). How many bytes per parameter before activations (memory.bytes_per_param)?", 2,
+           ("2", "2 bytes is a 16-bit weight alone."),
+           ("8", "8 is the pure bf16 recipe (2 + 2 + 4: parameters, gradients and moments all in bf16). A T4 has no "
+            "bf16, and fp16 parameters cannot be trained with loss scaling: GradScaler refuses them."),
+           ("16", "4 (the fp32 parameter, which is the master weight) + 4 (its fp32 gradient) + 8 (AdamW's two fp32 "
+            "moments) = 16; autocast's 16-bit copies for the matmuls are short-lived."),
+           ("20", "20 is the peak at the step with PyTorch's foreach AdamW, which allocates one more fp32 copy of "
+            "the parameters (notebook 05 measures it); the state itself is 16."), applied=True),
         _q("Llama-2-7B (6,738,415,616 parameters) with LoRA: bf16 frozen weights plus 4,194,304 fp32 adapter "
            "parameters trained by AdamW. How much static memory is that?", 0,
            ("13.54 GB", "2 bytes per frozen weight + 16 per adapter parameter (4 value + 4 gradient + 8 AdamW) "
@@ -237,9 +239,9 @@ QUIZZES: dict[str, list[Question]] = {
            ("4", "4 counts the 2 padding positions as if they were answers."), applied=True),
         _q("Your LoRA run (r=8, q and v) barely moves its loss in a few dozen steps at lr=2e-5, a rate that works "
            "for full fine-tuning. What do you change first?", 0,
-           ("raise the learning rate by one to two orders of magnitude", "LoRA's update starts at zero and its "
-            "few parameters need larger steps; notebook 06's sweep found LoRA's best rate far above full "
-            "fine-tuning's."),
+           ("raise the learning rate by one to two orders of magnitude", "LoRA's update starts at zero (B = 0) and "
+            "moves through a few parameters, so it needs larger steps: notebook 06 trains at 3e-3, and notebook 09 "
+            "sweeps the learning rate of LoRA and of full fine-tuning on the same task."),
            ("raise r to 64", "More capacity does not help when each step barely moves the weights."),
            ("add the embeddings to target_modules", "The problem is the step size, not where the adapters sit."),
            ("switch to full fine-tuning", "That trains 135M parameters to fix a learning-rate setting."),

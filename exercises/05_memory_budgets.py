@@ -16,8 +16,10 @@
 # # 05 · Memory budgets — exercises
 # ![Colab: not published yet](https://img.shields.io/badge/Colab-not%20published%20yet-lightgrey) *This copy names no GitHub repository: its Colab setup cell says what to type there.*
 #
-# **You will:** compute the static memory of LoRA by hand and compare your number with `course_lib.memory`;
-# then count the memory of the logits, which sets the peak of a small model with a large vocabulary.
+# **You will:** write the memory ledger of full fine-tuning, LoRA and QLoRA from bytes per parameter; predict from
+# it what fits on a T4, then check your prediction against the course's estimator and see where a ledger falls
+# short; then count the memory of the logits, which sets the peak of a small model with a large vocabulary.
+# The checkers run your functions with `course_lib.memory` switched off: the arithmetic is yours to write.
 #
 # **Runs in:** ~5 s on a 2-core CPU.
 
@@ -117,38 +119,83 @@ from course_lib import checks, memory, models
 _ = torch.manual_seed(0)
 
 # %% [markdown]
-# ## Exercise — the static part of LoRA
+# ## Exercise 1 · The ledger, from bytes per parameter
 #
-# A LoRA run keeps the frozen base model in bf16 (2 bytes per weight) and trains fp32 adapters: each adapter
-# parameter needs its value, its gradient and AdamW's two moments. Write `lora_static_bytes(params,
-# adapter_params)`.
+# Write `training_state_bytes(n_params, method, n_adapter, full_recipe)`: the bytes of weights, gradients and
+# AdamW state (no activations) when a model of `n_params` parameters is trained with
+#
+# * `"full"`: every parameter trained; `full_recipe="mixed"` is mixed precision (the parameters, which are the
+#   master weights, their gradients and both AdamW moments in fp32), `"pure"` keeps all of them in bf16;
+# * `"lora"`: the base model frozen in 16 bits, plus `n_adapter` fp32 adapter parameters trained by AdamW;
+# * `"qlora"`: the base model frozen in 4-bit NF4 with double quantization (notebook 04: 4.127 bits per weight,
+#   block scales included), plus the same fp32 adapters.
 
 # %%
-def lora_static_bytes(params: int, adapter_params: int) -> int:
+def training_state_bytes(n_params: int, method: str, n_adapter: int = 0, full_recipe: str = "mixed") -> float:
     # YOUR CODE HERE
     raise NotImplementedError("Exercise: write your code here, then run the check below.")
 
 
-checks.check_lora_memory(lora_static_bytes)
+checks.check_training_state_bytes(training_state_bytes)
 
 # %% [markdown]
-# Your formula against the estimator for Llama-2-7B with r = 8 on q and v (the estimator also counts
-# allocation rounding and, separately, the activations and logits):
+# ## Exercise 1b · Predict, then verify
+#
+# A T4 gives a training run `memory.usable_bytes("T4")` bytes. Using **only your ledger** (and the sizes printed
+# below), predict for Llama-3.2-1B, r = 8 on q and v, batch 1, whether each method fits a T4 at 512 tokens per step
+# and at 8,192. Write the prediction down before you run the estimator: any answer passes the check; the cell after
+# it grades it.
 
 # %%
-config = models.synthetic_config("llama-2-7b")
-est = memory.estimate_training_memory(config, "lora")
-mine = lora_static_bytes(memory.parameter_count(config), est.trainable_params)
-print(f"by hand {mine / 1e9:.3f} GB, estimator (weights + adapters + grads + AdamW) "
-      f"{(est.weights + est.adapters + est.gradients + est.optimizer_state) / 1e9:.3f} GB")
+config_1b = models.synthetic_config("llama-3.2-1b")
+shapes = memory.linear_shapes(config_1b)  # (d_in, d_out) of each linear layer of one decoder layer
+n_params = memory.parameter_count(config_1b)
+n_adapter = config_1b.num_hidden_layers * 8 * sum(sum(shapes[t]) for t in ("q_proj", "v_proj"))  # r (d_in + d_out)
+print(f"Llama-3.2-1B: {n_params:,} parameters, {n_adapter:,} adapter parameters at r = 8 on q and v; "
+      f"a T4 gives a run {memory.usable_bytes('T4') / 1e9:.2f} GB")
+for method in ("full", "lora", "qlora"):
+    print(f"your ledger, {method:<5}: {training_state_bytes(n_params, method, n_adapter) / 1e9:6.2f} GB")
+
+
+# %%
+def predict_t4_fits():
+    # YOUR CODE HERE
+    raise NotImplementedError("Exercise: write your code here, then run the check below.")
+
+
+checks.check_fit_prediction(predict_t4_fits)
 
 # %% [markdown]
+# The verification: the course's estimator adds what the ledger leaves out (activations, the logits at the loss,
+# AdamW's temporary at the step, the allocator's rounding).
+
+# %%
+prediction = predict_t4_fits()
+for tokens in (512, 8192):
+    for method in ("full", "lora", "qlora"):
+        est = memory.estimate_training_memory(config_1b, method, seq_len=tokens, compute_dtype=torch.float16)
+        ledger = training_state_bytes(n_params, method, n_adapter)
+        fits = memory.fits(est, "T4")
+        print(f"{method:<5} at {tokens:>5,} tokens: ledger {ledger / 1e9:6.2f} GB, estimated peak {est.total_gb:6.2f} GB "
+              f"(logits {est.logits / 1e9:5.2f} GB) -> {'fits' if fits else 'does not fit'}; you predicted "
+              f"{'fits' if prediction[(method, tokens)] else 'does not fit'}: "
+              f"{'right' if prediction[(method, tokens)] == fits else 'wrong'}")
+
+embeddings = config_1b.vocab_size * config_1b.hidden_size
+print(f"QLoRA keeps the embeddings unquantized: {embeddings:,} of the {n_params:,} parameters "
+      f"({embeddings / n_params:.0%}), which the ledger counted at 4.127 bits")
+
+# %% [markdown]
+# Where a prediction from the ledger went wrong, read the logits column: the ledger does not grow with the tokens
+# of a step, and 12 bytes per logit times 128,256 vocabulary entries per token does. That is the next exercise.
+# (The ledger also counts every weight of a QLoRA model as 4-bit; the embeddings are not, as printed above.)
+#
 # ## Exercise 2 · The logits
 #
 # For a small model with a large vocabulary the logits, not the weights, set the peak (notebook 05, section 4).
 # Write `logits_bytes(batch_size, seq_len, vocab_size)`: the bytes alive for the logits at the loss of a training
 # step, as the course's estimator counts them. The checker compares with `memory.estimate_training_memory` on
-# SmolLM2, Llama-3.2-1B and Llama-2-7B.
+# SmolLM2, Llama-3.2-1B and Llama-2-7B (and runs your function with it switched off).
 
 # %%
 def logits_bytes(batch_size: int, seq_len: int, vocab_size: int) -> int:
@@ -162,7 +209,6 @@ checks.check_logits_bytes(logits_bytes)
 # What that means for Llama-3.2-1B in QLoRA: its weights against its logits at growing batch × sequence.
 
 # %%
-config_1b = models.synthetic_config("llama-3.2-1b")
 weights = memory.estimate_training_memory(config_1b, "qlora").weights
 print(f"QLoRA weights (4-bit linears, fp32 embeddings): {weights / 1e9:.2f} GB")
 for tokens in (512, 2048, 8192):

@@ -127,7 +127,8 @@ from course_lib import checks, memory, models, nf4, qlora
 #
 # `memory.parameter_count(config)` counts all weights, `memory.linear_shapes(config)` gives `(in, out)` of each
 # linear layer of one decoder layer. The checker compares your figure with the estimator (within 1%) for every
-# setting the GPU measured, and prints how far both are from the GPU.
+# setting the GPU measured, and prints how far both are from the GPU. It runs your function with the course's
+# memory model switched off: the ledger is yours to write.
 
 # %%
 config = models.synthetic_config("llama-2-7b")
@@ -145,7 +146,7 @@ checks.check_after_load_memory(qlora_after_load_bytes)
 # %% [markdown]
 # ## Exercise 2 · Batch × sequence for a T4
 #
-# A free Colab T4 leaves a run 14.5 GiB (`memory.usable_bytes("T4")`). Write `choose_batch_seq(config, gpu_bytes)`: among batch sizes
+# A free Colab T4 leaves a run `memory.usable_bytes("T4")` bytes. Write `choose_batch_seq(config, gpu_bytes)`: among batch sizes
 # 1, 2, 4, 8, 16 and sequence lengths 256, 512, 1024, 2048, 4096, the pair with the **most tokens per step** whose
 # predicted peak fits in `gpu_bytes`. Predict with `qlora.predict_peak(config, "default", batch_size=...,
 # seq_len=...)` (fp16, r=8 on q and v, PEFT's default preparation). The checker tries Llama-2-7B and Llama-3.2-1B

@@ -36,6 +36,9 @@
 # estimated in section 10 from this run.
 #
 # Everything below comes from `course_lib.qlora` (and `memory`, `data`, `training`); read it beside the notebook.
+#
+# **Exercises:** [`exercises/07_qlora_on_a_gpu.ipynb`](../exercises/07_qlora_on_a_gpu.ipynb) (answers in
+# `solutions/`; arithmetic only, no GPU needed), linked below where each belongs.
 
 # %% tags=["colab-setup"]
 # @title Colab setup: installs the course on Colab (elsewhere this cell does nothing) { display-mode: "form" }
@@ -121,15 +124,19 @@ if "google.colab" in sys.modules:
           "Nothing this session had loaded was changed: go on with the next cell.")
 
 # %%
-from course_lib import hardware
+import os
 
-hardware.report()
+from course_lib import hardware, qlora
+
+PRESET = os.environ.get("COURSE_QLORA_PRESET", "auto")  # which run: section 1
+hardware.report(run_dtype=qlora.preset_dtype(PRESET))  # a T4-like preset computes in fp16 on any GPU
 
 # %% [markdown]
 # ## 1. Which run: the preset
 #
-# One variable chooses what runs. `auto` picks `t4` where there is a CUDA GPU and bitsandbytes has its CUDA
-# library, and the CPU `smoke` preset everywhere else (and says so). Set `COURSE_QLORA_PRESET` or edit the line.
+# One variable, `PRESET` in the first code cell, chooses what runs. `auto` picks `t4` where there is a CUDA GPU and
+# bitsandbytes has its CUDA library, and the CPU `smoke` preset everywhere else (and says so). Set
+# `COURSE_QLORA_PRESET` or edit that line.
 #
 # | preset | model | where |
 # | --- | --- | --- |
@@ -138,8 +145,8 @@ hardware.report()
 # | `t4-smollm2-135m` | the `t4` preset with the embedded 135M model (no download) | any CUDA GPU, capped to a T4 |
 # | `synthetic-7b` | Llama-2-7B's shape, random weights, random token ids; no download (part two) | any CUDA GPU, capped to a T4 |
 #
-# **Why SmolLM2-1.7B-Instruct for a T4.** It is ungated (Apache 2.0: no hub token), its 3.4 GB of bf16 weights
-# download and load within a free Colab's 12.7 GB of RAM and disk, it takes about 1.1 GB in 4-bit on the T4, and it
+# **Why SmolLM2-1.7B-Instruct for a T4.** It is ungated (Apache 2.0: no hub token), its bf16 weights download and
+# load within a free Colab's 12.7 GB of RAM and disk, it is small in 4-bit on the T4 (both printed below), and it
 # shares the tokenizer, chat template and architecture of the embedded 135M model whose fp16 run this notebook
 # shows, so the task, the scorer and the code are identical (`t4-smollm2-135m` *is* the `t4` preset with only the
 # model name changed: a test checks that). The course's earlier choice, Qwen2.5-7B-Instruct, was trained in bf16
@@ -148,23 +155,22 @@ hardware.report()
 # (PEFT's default preparation, section 2), and training stops at the first non-finite loss with a message.
 
 # %%
-import os
-
-PRESET = os.environ.get("COURSE_QLORA_PRESET", "auto")
-
-# %%
 from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import torch
 from peft import get_peft_model
 
-from course_lib import data, measurement, memory, models, plots, qlora, t4, training
+from course_lib import claims, data, measurement, memory, models, plots, qlora, t4, training
 from course_lib.source import show_source
 
 torch.manual_seed(0)
 preset = qlora.choose_preset(PRESET)
 print(preset)
+t4_config = models.synthetic_config("smollm2-1.7b")  # the t4 preset's model: its shape, no download
+t4_weights = memory.estimate_training_memory(t4_config, "qlora", seq_len=1, upcast_non_quantized=False)
+print(f"SmolLM2-1.7B: {2 * memory.parameter_count(t4_config) / 1e9:.1f} GB of bf16 weights to download; "
+      f"{(t4_weights.weights + t4_weights.quant_state) / 1e9:.1f} GB in 4-bit (16-bit embeddings and norms)")
 
 # %% [markdown]
 # A GPU preset on a machine without one does not end in a traceback deep inside bitsandbytes: `choose_preset`
@@ -201,6 +207,7 @@ print(f"bitsandbytes on CUDA: {ok} ({why})")
 device, compute_dtype = qlora.setup_device(preset)  # on a GPU, a T4-like preset prints the emulation it set
 prep = qlora.choose_prep(device, compute_dtype)
 print(f"device {device}, compute dtype {compute_dtype}, preparation {prep!r}")
+print(f"a T4: {memory.GPU_GIB['T4']:.2f} GiB reported by the driver, {memory.usable_bytes('T4') / 2**30:.1f} GiB for a run")
 if device.type == "cuda":
     props = torch.cuda.get_device_properties(device)
     print(f"{props.name}: compute capability {props.major}.{props.minor}, native bf16: {hardware.supports_bf16(device)}")
@@ -212,9 +219,9 @@ else:
 show_source(qlora.choose_prep)
 
 # %% [markdown]
-# The seed notes say "QLoRA requires a CUDA GPU" and "bitsandbytes does not work on CPU". With bitsandbytes 0.50 the
-# *code path* runs on a CPU: 4-bit NF4 loading, `Linear4bit` forward and backward, which is how CI executes this
-# notebook. What stays CUDA-only is the paged optimizer, and speed.
+# > **Claims you will meet: "QLoRA requires a CUDA GPU" and "bitsandbytes does not work on CPU".** With
+# > bitsandbytes 0.50 the *code path* runs on a CPU: 4-bit NF4 loading, `Linear4bit` forward and backward, which is
+# > how CI executes this notebook (its `smoke` preset). What stays CUDA-only is the paged optimizer, and speed.
 #
 # ## 3. The recipe, one function a step
 #
@@ -231,8 +238,8 @@ show_source(qlora.prepare)
 # %% [markdown]
 # **Paging.** `paged_adamw_32bit` keeps AdamW's two fp32 states in CUDA *unified* memory: the driver moves pages
 # to CPU RAM only when the GPU runs out, and back when the optimizer step needs them. It is a safety valve against
-# out-of-memory spikes, not a way to keep "most data on CPU or disk" as the seed notes put it: while the GPU has
-# room, the states live on the GPU. With LoRA the states are small anyway (computed below). Unified memory is not
+# out-of-memory spikes, not a way to keep "most data on CPU or disk", as widely shared tutorials describe it: while
+# the GPU has room, the states live on the GPU. With LoRA the states are small anyway (computed below). Unified memory is not
 # counted by `torch.cuda.max_memory_allocated`, so the measured peaks below leave the optimizer states out; the
 # predictions count them. The course's one Trainer configuration:
 
@@ -364,6 +371,10 @@ if device.type == "cuda":
 print(f"worst-case prediction {worst.total_bytes / 1e9:.3f} GB: an upper bound, {worst.total_bytes / run.peak_bytes:.2f}x the measured peak")
 
 # %% [markdown]
+# **Exercise 1** ([`exercises/07_qlora_on_a_gpu.ipynb`](../exercises/07_qlora_on_a_gpu.ipynb)): predict the memory
+# after loading from a bits-per-weight ledger, checked against the estimator and the GPU measurements.
+
+# %% [markdown]
 # ## 8. Save the adapter, reload it, and merge it the right way
 #
 # Only the adapter is saved: the base model stays whatever it was on the hub.
@@ -409,8 +420,15 @@ for what, score in scores.items():
 # Why the merges differ: the update ΔW is small next to W, and a stored weight can only take the values its format
 # has. `merge_precision` stores W + ΔW of every LoRA layer in each format and compares the update the stored weights
 # carry with ΔW — as **shares of ΔW**, not of the layer (the layer's own rounding error is there with or without
-# the adapter): `kept` is the projection on ΔW (rounding is unbiased, so it stays near 1 on average), `error` the
-# rounding noise left in the update, relative to |ΔW|.
+# the adapter): `kept` is the projection on ΔW, `error` the rounding noise left in the update, relative to |ΔW|,
+# and `unchanged` the share of weights whose stored value (for NF4: its 4-bit code) did not move at all.
+#
+# Rounding keeps ΔW on average only when W sits at an arbitrary place between two of the format's values: W + ΔW
+# then rounds up or down with odds that average out to ΔW, however small ΔW is, and `kept` stays near 1 while
+# `error` grows with the format's coarseness. That is bf16's case: W, dequantized from NF4 to fp16, is not on
+# bf16's coarser grid. In NF4 it is the other way round: W *is* a value of the grid (it was dequantized from it), so
+# W + ΔW rounds back to W's own code wherever |ΔW| is under half a level. The codes do not move, and the update
+# is lost; what little `kept` remains comes from the block scales, which move with each block's largest weight.
 
 # %%
 show_source(qlora.merge_precision)
@@ -440,9 +458,11 @@ training.free_memory()
 # Llama-2-7B's shape with random weights (memory and speed do not depend on the weights' values), loaded through
 # the same 4-bit path, trained on random token ids at batch 1 × 512 tokens: PEFT's default preparation against the
 # lean one, and against plain 16-bit LoRA, each for 25 steps, throughput over the 20 steps after 5 of warm-up.
-# The seeds disagree on speed ("QLoRA is 10–20% slower than LoRA", "even faster") and say 16-bit LoRA of a 7B
-# model "needs 24 GB+". Measured here, at T4 limits (this part needs a CUDA GPU; on a CPU it is skipped, and the
-# committed notebook shows the GPU run):
+#
+# > **Claims you will meet.** Widely shared tutorials disagree on speed ("QLoRA is slightly slower than LoRA,
+# > 10–20%", "even faster, due to its smaller memory footprint") and say 16-bit LoRA of a 7B model needs "24GB+
+# > VRAM". Measured here, at T4 limits (this part needs a CUDA GPU; on a CPU it is skipped, and the committed
+# > notebook shows the GPU run):
 
 # %%
 big_preset = qlora.PRESETS["synthetic-7b"]
@@ -493,14 +513,15 @@ if part_two:
     slower = 1 - speed
     verdict = ("holds" if 0.10 <= slower <= 0.20 else "QLoRA is slower than that" if slower > 0.20
                else "QLoRA is faster or about as fast" if slower < 0 else "QLoRA is less slower than that")
-    print(f"QLoRA is {100 * slower:.0f}% slower than 16-bit LoRA here: the seed's '10-20% slower' -> {verdict}; "
-          f"the seed's 'even faster' -> {'holds' if slower < 0 else 'does not hold'}")
+    print(f"QLoRA is {100 * slower:.0f}% slower than 16-bit LoRA here: the claim '10-20% slower' -> {verdict}; "
+          f"the claim 'even faster' -> {'holds' if slower < 0 else 'does not hold'}")
     print(f"goal for the lean preparation: peak <= 0.85x default ({lean['measured'] / d['measured']:.3f}x), "
           f"tokens/s >= 0.9x default ({lean['tokens_per_s'] / d['tokens_per_s']:.3f}x)")
     limit = memory.usable_bytes("T4")
     print(f"16-bit LoRA of the 7B shape at batch 1 x {big_preset.seq_len}: peak {lo['measured'] / 2**30:.2f} GiB -> "
-          f"{'fits' if lo['measured'] <= limit else 'does not fit'} in a T4's {limit / 2**30:.1f} GiB "
-          "(the seeds' '24 GB+' is for longer sequences or bigger batches, or wrong)")
+          f"{'fits' if lo['measured'] <= limit else 'does not fit'} in a T4's {limit / 2**30:.1f} GiB")
+    print(claims.line("16-bit LoRA of 7B needs 24GB+ VRAM", 24, lo["measured"] / 1e9)
+          + f" at batch 1 x {big_preset.seq_len} (more tokens per step need more)")
     ax = table[["predicted peak (GB)", "measured peak (GB)", "loaded (GB)"]].plot.bar(rot=0, figsize=(8, 3.5))
     ax.axhline(limit / 1e9, color="red", ls="--", label="T4 limit")
     ax.set_ylabel("GB")
@@ -567,6 +588,10 @@ if device.type == "cuda":
         print(f"{'ESTIMATE of the t4 preset on a Colab T4':<60}{total[0]:>10.0f}-{total[1]:.0f} s, plus the download")
 else:
     print("needs a CUDA GPU: the committed notebook carries the estimate.")
+
+# %% [markdown]
+# **Exercise 2** ([`exercises/07_qlora_on_a_gpu.ipynb`](../exercises/07_qlora_on_a_gpu.ipynb)): the batch size and
+# sequence length that use a T4 best without running out of memory.
 
 # %%
 workdir.cleanup()

@@ -19,12 +19,12 @@
 # **You will:** see why notebook 06's task cannot compare methods (it saturates) and meet two tasks that do not;
 # build PiSSA (notebook 01's SVD) and LoftQ (notebook 04's NF4) initialisations in a few lines and measure how much
 # of the quantization error LoftQ removes on the real model's weights; read one table that gives each quality
-# claim of the seed notes a verdict from a measurement (full fine-tuning vs LoRA r = 1 to 256, QLoRA, LoftQ, PiSSA,
-# DoRA, rsLoRA; placement at equal parameters; learning-rate, α and batch-size sweeps; forgetting), on two tasks,
-# with the same data, seeds and step budget; and time DoRA against LoRA on your CPU.
+# claim found in widely shared tutorials a verdict from a measurement (full fine-tuning vs LoRA r = 1 to 256,
+# QLoRA, LoftQ, PiSSA, DoRA, rsLoRA; placement at equal parameters; learning-rate, α and batch-size sweeps;
+# forgetting), on two tasks, with the same data, seeds and step budget; and time DoRA against LoRA on your CPU.
 #
-# **Runs in:** under a minute on a quiet 2-core CPU (44 s measured). The seventy training runs of the grid are not executed here (they ran
-# on a GPU, section 3); the notebook reads their committed results from
+# **Runs in:** under a minute on a quiet 2-core CPU (this copy took 40 s). The seventy training runs of the grid
+# are not executed here (they ran on a GPU, section 3); the notebook reads their committed results from
 # `course_lib/resources/measurements/quality.csv`, written by `benchmarks/quality.py`, and executes the cheap parts
 # and a short DoRA-vs-LoRA timing on this CPU.
 
@@ -280,8 +280,9 @@ for task in ("orders_heldout", "facts"):
 #   nothing, r = 8 about half, r = 64 as much as full fine-tuning. "r = 64 often does not beat r = 8" and "low ranks
 #   fall off" are both true, each on its own kind of task: a rank that is enough for a format is not enough for
 #   knowledge.
-# * *QLoRA* lost more than the seeds' "90-95% of LoRA" on both tasks here, with the round trip and bitsandbytes
-#   agreeing within the seed noise: the loss is NF4's, not an artefact of simulating it. LoftQ recovers part of it.
+# * *QLoRA* lost more than the "90-95% of LoRA" that widely shared tutorials promise, on both tasks here, with the
+#   round trip and bitsandbytes agreeing within the seed noise: the loss is NF4's, not an artefact of simulating
+#   it. LoftQ recovers part of it.
 #   NF4's error relative to what a task needs changes with model size: this is the claim most likely to differ on
 #   a 7B model.
 # * *Learning rates.* Both best rates are interior to their sweeps, so the ratio is a measurement, not a bound.

@@ -173,7 +173,8 @@ WRONG = {
     "check_nearest_nf4": lambda x: 0,
     "check_quantize_block": lambda block: (torch.zeros(64, dtype=torch.long), float(block.abs().max())),
     "check_bits_per_param": lambda bs, dq: 4.0,
-    "check_lora_memory": lambda params, adapters: 2 * params,
+    "check_training_state_bytes": lambda n, method, adapters=0, recipe="mixed": 2 * n,
+    "check_fit_prediction": lambda: "maybe",
     "check_logits_bytes": lambda batch, seq, vocab: 4 * batch * seq * vocab,
     "check_collate": lambda features, pad: {k: torch.zeros(2, 4, dtype=torch.long)
                                             for k in ("input_ids", "attention_mask", "labels")},
@@ -204,6 +205,53 @@ def test_no_hint_step_gives_the_solution_away():
         assert len(steps) >= 2, f"{name} has a single hint: a second failure must give more"
         leaked = [line for line in code for m in messages if line in m]
         assert not leaked, f"{name}'s hints give the solution away: {leaked[0]!r}"
+
+
+def test_checkers_reject_an_answer_that_calls_the_course_implementation():
+    from course_lib import checks, data, memory, models, qlora
+    from course_lib.checks import core
+
+    def ledger(n, method, adapters=0, recipe="mixed"):  # right numbers, by calling the course's answer
+        return sum(memory.bytes_per_param(method, full_recipe=recipe).values()) * n + 16 * adapters * (method != "full")
+
+    def logits(batch, seq, vocab):
+        from course_lib import models
+
+        config = models.synthetic_config("llama-2-7b")
+        config.vocab_size = vocab
+        return memory.estimate_training_memory(config, "lora", batch_size=batch, seq_len=seq).logits
+
+    def after_load(config, targets, r=8):
+        est = qlora.predict_peak(config, "default", targets=targets, r=r)
+        return est.weights + est.quant_state + est.adapters
+
+    def swallowing(n, method, adapters=0, recipe="mixed"):  # a broad except must not hide the call
+        try:
+            return ledger(n, method, adapters, recipe)
+        except Exception:
+            return 0
+
+    for check, fn, called in ((checks.check_training_state_bytes, ledger, "memory.bytes_per_param"),
+                              (checks.check_training_state_bytes, swallowing, "memory.bytes_per_param"),
+                              (checks.check_logits_bytes, logits, "memory.estimate_training_memory"),
+                              (checks.check_after_load_memory, after_load, "qlora.predict_peak"),
+                              (checks.check_collate, lambda features, pad: data.collate(features, pad), "data.collate")):
+        for attempt in (1, 2):  # the first hint and the second both say what to write instead
+            with pytest.raises(checks.ExerciseIncorrect) as info:
+                check(fn)
+            assert f"calls course_lib.{called}" in str(info.value) and "switched off" in str(info.value)
+            assert f"Hint {attempt} of 2: write the computation yourself" in str(info.value)
+        core.reset_hints()
+    assert sum(memory.bytes_per_param("full").values()) == 16  # switched back on after the check
+    assert qlora.predict_peak(models.synthetic_config("llama-2-7b")).total_bytes > 0
+    # hand-written answers pass with the course's code off
+    from course_lib import nf4
+
+    checks.check_training_state_bytes(lambda n, method, adapters=0, recipe="mixed":
+                                      (16 if recipe == "mixed" else 8) * n if method == "full"
+                                      else (2 if method == "lora" else nf4.bits_per_param(64, True) / 8) * n
+                                      + 16 * adapters)
+    checks.check_logits_bytes(lambda batch, seq, vocab: 12 * batch * seq * vocab)
 
 
 def test_recipe_checker_enforces_its_parameter_budget_before_training():

@@ -74,3 +74,18 @@ def test_report_names_course_lib_and_datasets(monkeypatch):
 
     monkeypatch.setattr(importlib.metadata, "distribution", not_installed)  # imported through PYTHONPATH
     assert hardware.course_lib_version().startswith(f"{course_lib.__version__} (not pip-installed: imported from ")
+
+
+def test_report_names_a_run_dtype_that_is_not_the_default(capsys, monkeypatch):
+    from course_lib import qlora
+
+    other = torch.float16 if HERE_DTYPE != torch.float16 else torch.bfloat16
+    hardware.report(run_dtype=other)
+    out = capsys.readouterr().out
+    assert f"{str(other).removeprefix('torch.')} (this run; the default here is {str(HERE_DTYPE).removeprefix('torch.')})" in out
+    assert hardware.environment(HERE_DTYPE)["compute dtype"] == str(HERE_DTYPE).removeprefix("torch.")
+    # notebook 07's T4-like preset computes in fp16 on any GPU, and its report says so before the preset is chosen
+    monkeypatch.setattr(qlora, "bnb_status", lambda: (True, "pretend"))
+    monkeypatch.setattr(hardware, "supports_bf16", lambda device=None: True)
+    assert qlora.preset_dtype("t4-smollm2-135m") == torch.float16 == qlora.run_dtype(qlora.PRESETS["t4"])
+    assert qlora.preset_dtype("smoke") == torch.float32

@@ -45,9 +45,54 @@ def test_committed_gpu_measurements_are_within_10_percent():
     for row in rows:
         config = models.synthetic_config(row["shape"])
         targets = {"q,v": ("q_proj", "v_proj"), "all-linear": "all-linear", "-": ()}[row["targets"]]
-        est = memory.estimate_training_memory(config, row["method"], target_modules=targets, seq_len=int(row["seq_len"]))
+        # the full fine-tuning rows were measured with the pure bf16 recipe (bf16 parameters and AdamW states)
+        est = memory.estimate_training_memory(config, row["method"], target_modules=targets, seq_len=int(row["seq_len"]),
+                                              full_recipe="pure")
         measured = float(row["measured_peak_gb"]) * 1e9
         assert abs(est.total_bytes - measured) / measured < 0.10, row
+        assert round(est.total_bytes / 1e9, 3) == float(row["predicted_peak_gb"]), row  # the table's own prediction
+
+
+def test_full_fine_tuning_defaults_to_mixed_precision_with_pure_bf16_as_the_alternative():
+    assert memory.bytes_per_param("full") == {"weights": 4, "gradients": 4, "optimizer": 8}  # fp32 master weights
+    assert sum(memory.bytes_per_param("full", full_recipe="pure").values()) == 8
+    assert sum(memory.bytes_per_param("full", torch.float16).values()) == 16  # a T4: fp16 compute, fp32 state
+    config = models.synthetic_config("llama-3.2-1b")
+    mixed = memory.estimate_training_memory(config, "full", compute_dtype=torch.float16)
+    pure = memory.estimate_training_memory(config, "full", full_recipe="pure")
+    n = memory.parameter_count(config)
+    # at the optimizer step: 16 bytes of state + the foreach AdamW temporary (an fp32 copy of the parameters)
+    assert mixed.peak_phase == "optimizer step" and mixed.total_bytes / n == pytest.approx(20, rel=1e-3)
+    assert pure.total_bytes / n == pytest.approx(10, rel=1e-3)
+    assert not memory.fits(mixed, "T4")  # the 1B model cannot be fully fine-tuned on a T4
+    with pytest.raises(ValueError, match="pure fp16 full fine-tuning is not a working recipe"):
+        memory.estimate_training_memory(config, "full", compute_dtype=torch.float16, full_recipe="pure")
+    with pytest.raises(ValueError, match="unknown full_recipe"):
+        memory.bytes_per_param("full", full_recipe="amp")
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+@pytest.mark.parametrize("checkpointing", [True, False])
+def test_the_estimate_matches_cpu_tensor_peaks_with_checkpointing_on_and_off(method, checkpointing):
+    # fp32 on the CPU: every allocation of the CPU allocator is counted (measure_cpu_tensors)
+    config = models.tiny_config("llama", hidden_size=128, intermediate_size=344, num_hidden_layers=4,
+                                num_attention_heads=4, num_key_value_heads=2, vocab_size=1024)
+    measured = measurement.cpu_training_peak(config, method, seq_len=512, gradient_checkpointing=checkpointing)
+    est = memory.estimate_training_memory(config, method, seq_len=512, compute_dtype=torch.float32,
+                                          gradient_checkpointing=checkpointing)
+    assert abs(est.total_bytes - measured) / measured < 0.03, (est, measured)
+
+
+def test_measure_cpu_tensors_counts_temporaries_exactly():
+    with measurement.measure_cpu_tensors() as m:
+        a = torch.ones(1_000_000)  # 4 MB
+        b = torch.ones(250_000)  # 1 MB, while a is alive
+        del a
+    assert m.peak_bytes == 5_000_000 and m.end_bytes == 1_000_000 and b.numel() == 250_000
+    logits = torch.randn(64, 1000, requires_grad=True)
+    with measurement.measure_cpu_tensors() as m:
+        torch.nn.functional.cross_entropy(logits, torch.zeros(64, dtype=torch.long)).backward()
+    assert m.peak_bytes / logits.numel() == pytest.approx(12, abs=0.1)  # the estimator's 12 bytes per logit
 
 
 def test_bad_input():
@@ -60,6 +105,8 @@ def test_bad_input():
         memory.estimate_training_memory(models.tiny_config("gpt2"), "lora")
     with pytest.raises(ValueError, match="positive"):
         memory.estimate_training_memory(config, "lora", seq_len=0)
+    with pytest.raises(ValueError, match="'full' or 'lora'"):
+        measurement.cpu_training_peak(models.tiny_config("llama"), "qlora")
 
 
 def test_measure_sees_a_tensor_come_and_go():

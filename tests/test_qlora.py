@@ -202,6 +202,22 @@ def test_smoke_path_lean_then_default(tiny_4bit):
         qlora.lora_updates(models.tiny_model("llama"))
 
 
+def test_a_small_update_rounds_back_onto_the_nf4_grid_it_started_from():
+    # notebook 07's merged weights stored in NF4 keep ~0 of the update: W was already on the NF4 grid
+    import bitsandbytes.functional as F
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(256, 256, generator=gen) * 0.02
+    packed, state = F.quantize_4bit(w, blocksize=64, quant_type="nf4")
+    on_grid = F.dequantize_4bit(packed, state).float()
+    delta = torch.randn(256, 256, generator=gen) * 0.02 * 0.01  # 1% of a weight: far under half an NF4 level
+    grid = qlora.update_shares([(on_grid, delta)], ("nf4", "float32"))
+    off = qlora.update_shares([(w, delta)], ("nf4",))
+    assert grid["nf4"]["unchanged"] == 1.0 and grid["nf4"]["kept"] < 0.1  # every code rounds back
+    assert 0.8 < off["nf4"]["kept"] < 1.2 and off["nf4"]["unchanged"] < 1.0  # off the grid: unbiased on average
+    assert grid["float32"]["kept"] == pytest.approx(1, abs=1e-3) and grid["float32"]["unchanged"] < 0.01
+
+
 def test_dequantized_merge_reproduces_the_trained_4bit_model(tiny_4bit, tmp_path):
     """The adapter learned to correct Q(W): merged into the dequantized 4-bit weights it gives the same outputs as
     4-bit base + adapter; merged into the original weights it does not."""

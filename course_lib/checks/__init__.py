@@ -7,7 +7,7 @@ from .nb01_low_rank import check_break_even_rank, check_rank_k_approx, check_sto
 from .nb02_lora import check_lora_forward, check_lora_merge  # noqa: F401
 from .nb03_counting import check_gpt2_counts, check_predict_qv_count  # noqa: F401
 from .nb04_nf4 import check_bits_per_param, check_nearest_nf4, check_quantize_block  # noqa: F401
-from .nb05_memory import check_logits_bytes, check_lora_memory  # noqa: F401
+from .nb05_memory import check_fit_prediction, check_logits_bytes, check_training_state_bytes  # noqa: F401
 from .nb06_finetuning import check_collate, check_recipe, check_save_reload_merge  # noqa: F401
 from .nb07_qlora import check_after_load_memory, check_batch_seq  # noqa: F401
 from .nb08_scaling import check_fewest_gpus, check_fsdp_shard  # noqa: F401
