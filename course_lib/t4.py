@@ -44,26 +44,15 @@ class GPUNeededError(RuntimeError):
 
 # --------------------------------------------------------------------------------------------- the GPU
 def check_gpu(device: torch.device | int | None = None) -> tuple[str, tuple[int, int]]:
-    """``(name, capability)`` of a CUDA GPU this torch can run course code on; a clear error otherwise: no GPU,
-    a GPU older than a T4 (bitsandbytes' 4-bit kernels and the memory-efficient attention the course relies on
-    need sm_75), or one this torch build has no kernels for."""
-    if not torch.cuda.is_available():
-        raise GPUNeededError("no CUDA GPU is visible to PyTorch. On Colab: Runtime > Change runtime type > T4 GPU.")
+    """``(name, capability)`` of a CUDA GPU the course's code can run on; ``GPUNeededError`` otherwise, with
+    ``hardware.gpu_problem``'s sentence (no GPU, older than a T4, no kernels in this torch build)."""
+    problem = hardware.gpu_problem(device)
+    if problem is not None:
+        raise GPUNeededError(problem + ("" if torch.cuda.is_available() else
+                                        ". On Colab: Runtime > Change runtime type > T4 GPU."))
     device = torch.device("cuda", device if isinstance(device, int) else 0) if not isinstance(
         device, torch.device) else device
-    name = torch.cuda.get_device_name(device)
-    cap = tuple(torch.cuda.get_device_capability(device))
-    if cap < T4_CAPABILITY:
-        raise GPUNeededError(f"{name} has compute capability {cap[0]}.{cap[1]}; the course's GPU code needs 7.5 or "
-                             "newer (a T4 is 7.5). On Colab: Runtime > Change runtime type > T4 GPU.")
-    arch = f"sm_{cap[0]}{cap[1]}"
-    archs = torch.cuda.get_arch_list()
-    # a build has kernels for the GPU when it ships its sm_XY, or PTX of an older one that the driver compiles
-    ptx_ok = any(a.startswith("compute_") and int(a.split("_")[1]) <= cap[0] * 10 + cap[1] for a in archs)
-    if archs and arch not in archs and not ptx_ok:
-        raise GPUNeededError(f"this PyTorch build ({torch.__version__}) has no kernels for {name} ({arch}; it has "
-                             f"{', '.join(archs)}). Install a PyTorch build for this GPU, or use another GPU.")
-    return name, cap
+    return torch.cuda.get_device_name(device), tuple(torch.cuda.get_device_capability(device))
 
 
 def is_t4(device: torch.device | None = None) -> bool:
