@@ -14,7 +14,11 @@
 3. **Whether the memory-efficient kernel accepts K/V expanded without a copy** (stride 0 over the heads), which
    would save repeat_kv's copies.
 
-Writes ``t4_emulation.csv``.
+Writes ``t4_emulation.csv``. The committed one is from this script's first run (2026-12-04, H200), an earlier
+version that measured the overhead once, after a paged AdamW step (its 899 MiB include that optimizer's state),
+also measured the 1B shape's math and memory-efficient peaks at 2,048 and 4,096 tokens (rows "kernel-table"; the
+8B shape's table is in long_context.csv), and stopped at 8,192 tokens, past the 1B shape's 4,096 positions,
+before the stride-0 check (3.), which has therefore not run yet. Re-run it to refresh the file.
 """
 
 from __future__ import annotations
