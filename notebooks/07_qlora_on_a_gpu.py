@@ -16,14 +16,17 @@
 # # 07 · QLoRA on a GPU
 # ![Colab: not published yet](https://img.shields.io/badge/Colab-not%20published%20yet-lightgrey) *This copy names no GitHub repository: its Colab setup cell says what to type there.*
 #
-# **Which run you are reading.** The committed copy of this notebook was executed on an NVIDIA H200 under the
-# course's T4 emulation (`course_lib.t4`): memory capped at what a Colab T4 leaves a run (`memory.usable_bytes`:
-# its 15,095 MiB less what the CUDA context and libraries hold), fp16, TF32 off, and attention limited to the two
-# kernels a T4 has (memory-efficient and math; no flash). Speeds in it are the H200's; section 10 estimates a
-# T4's. Part one is the `t4-smollm2-135m` preset: the *real* SmolLM2-135M-Instruct embedded in the course, learning
-# a task in 4-bit. Part two loads Llama-2-7B's shape with random weights to show why a 7B model fits a T4. CI
-# re-executes the notebook with the `smoke` preset on a CPU (a few steps, part two skipped). The environment cell
-# below says which machine produced the outputs you see.
+# **Which run you are reading.** On a GPU this notebook runs under the course's T4 emulation (`course_lib.t4`):
+# memory capped at what a Colab T4 leaves a run (`memory.usable_bytes`: its 15,095 MiB less what the CUDA context
+# and libraries hold), fp16, TF32 off, and attention limited to the two kernels a T4 has (memory-efficient and
+# math; no flash). Part one is the `t4-smollm2-135m` preset: the *real* SmolLM2-135M-Instruct embedded in the
+# course, learning a task in 4-bit; part two loads Llama-2-7B's shape with random weights to show why a 7B model
+# fits a T4; section 10 estimates a real T4's time. **The committed copy is the CPU run** (the `smoke` preset, a few
+# steps, GPU parts skipped), which CI re-executes: this version of the notebook has not been run on a GPU yet (the
+# course's GPU machine was not available for it). The last GPU run is kept as a record,
+# [`docs/runs/07_qlora_on_a_gpu_h100_2026-11-24.ipynb`](../docs/runs/07_qlora_on_a_gpu_h100_2026-11-24.ipynb): an
+# H100 capped at 14.5 GiB in fp16 *before* the emulation existed (flash attention allowed), so an H100 result, not a
+# T4 one. The environment cell below says which machine produced the outputs you see.
 #
 # **You will:** load a model with 4-bit NF4 weights, score it on a held-out task, train LoRA adapters on it with a
 # paged optimizer in T4-safe precision, watch the score move, predict the peak memory before loading anything and
@@ -33,7 +36,7 @@
 #
 # **Runs in:** the `smoke` preset on a 2-core CPU, and the GPU run: see the run-time table in
 # `docs/instructor.md` (recorded when the notebooks were executed). On a real Colab T4, the `t4` preset's time is
-# estimated in section 10 from this run.
+# estimated in section 10 from a GPU run.
 #
 # Everything below comes from `course_lib.qlora` (and `memory`, `data`, `training`); read it beside the notebook.
 #
@@ -494,7 +497,7 @@ if device.type == "cuda":
         del m
         training.free_memory()
 else:
-    print("part two needs a CUDA GPU: skipped on this machine (the committed notebook carries the GPU run).")
+    print("part two needs a CUDA GPU: skipped on this machine (docs/runs/ keeps the last GPU run, an H100 record).")
 
 # %%
 if part_two:
@@ -587,7 +590,7 @@ if device.type == "cuda":
     if total[1]:
         print(f"{'ESTIMATE of the t4 preset on a Colab T4':<60}{total[0]:>10.0f}-{total[1]:.0f} s, plus the download")
 else:
-    print("needs a CUDA GPU: the committed notebook carries the estimate.")
+    print("needs a CUDA GPU: the estimate is measured on one (run this notebook on a GPU to make it).")
 
 # %% [markdown]
 # **Exercise 2** ([`exercises/07_qlora_on_a_gpu.ipynb`](../exercises/07_qlora_on_a_gpu.ipynb)): the batch size and
