@@ -16,8 +16,8 @@
 # # 03 · Counting LoRA parameters — exercises
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/lora-qlora-course/blob/main/solutions/03_counting_lora_parameters.ipynb)
 #
-# **You will:** do the seed notes' exercise (LoRA on GPT-2 at r = 4, 8, 16, 32, count, plot) without
-# downloading GPT-2, and predict a Llama model's LoRA count from its config by hand.
+# **You will:** do the classic exercise (LoRA on GPT-2 at r = 4, 8, 16, 32, count, plot) without downloading
+# GPT-2, and predict a Llama model's LoRA count from its config by hand.
 #
 # **Runs in:** ~10 s on a 2-core CPU.
 
@@ -70,7 +70,7 @@ def gpt2_lora_trainable(r):
 checks.check_gpt2_counts(gpt2_lora_trainable)
 
 # %% [markdown]
-# Print the counts and plot rank against trainable parameters (the seed exercise). On log axes a count that is
+# Print the counts and plot rank against trainable parameters. On log axes a count that is
 # linear in `r` is a straight line.
 
 # %%
