@@ -260,17 +260,24 @@ def error_table(tensors: dict[str, torch.Tensor], blocksizes=(64, 256, 1024, 409
     return rows
 
 
+def blocksize_for_bits(kind: str, bits: float) -> int:
+    """The block size at which ``kind`` costs exactly ``bits`` bits per weight (``bits_per_weight``)."""
+    sizes = [bs for bs in VALID_BLOCKSIZES if math.isclose(bits_per_weight(kind, bs), bits)]
+    if not sizes:
+        raise ValueError(f"no block size gives {kind} exactly {bits} bits per weight; "
+                         f"{kind} costs {[bits_per_weight(kind, bs) for bs in VALID_BLOCKSIZES]}")
+    return sizes[0]
+
+
 def equal_bits_table(tensors: dict[str, torch.Tensor], bits=(5.0, 4.5, 4.25), kinds=KINDS) -> list[dict]:
     """For each storage budget in bits per weight, each format at the block size that budget buys it
     (``bits_per_weight``), and its relative RMSE on each tensor: a comparison at equal storage."""
     rows = []
     for budget in bits:
         for kind in kinds:
-            sizes = [bs for bs in VALID_BLOCKSIZES if math.isclose(bits_per_weight(kind, bs), budget)]
-            if not sizes:
-                raise ValueError(f"no block size gives {kind} exactly {budget} bits per weight")
-            rows.append({"bits": budget, "kind": kind, "blocksize": sizes[0],
-                         **{name: relative_rmse(w, kind, sizes[0]) for name, w in tensors.items()}})
+            bs = blocksize_for_bits(kind, budget)
+            rows.append({"bits": budget, "kind": kind, "blocksize": bs,
+                         **{name: relative_rmse(w, kind, bs) for name, w in tensors.items()}})
     return rows
 
 
@@ -389,10 +396,11 @@ def paired_bootstrap(sums_a, sums_b, counts, *, resamples: int = 2000, seed: int
     return ((sums_b.sum() - sums_a.sum()) / counts.sum()).item(), low, high
 
 
-def model_roundtrip_losses(model, dataset, *, pad_token_id: int, kinds=KINDS, blocksize: int = 64) -> dict:
-    """``{"fp32 (as loaded)": (sums, counts), kind: (sums, counts), ...}``: the reply losses of ``model`` as it is,
-    then with every linear weight but the output head replaced by its ``kind`` round trip (what a 4-bit base
-    holds), the original weights put back after each."""
+def model_roundtrip_losses(model, dataset, *, pad_token_id: int, kinds=KINDS, bits: float = 4.5) -> dict:
+    """``{"fp32 (as loaded)": (sums, counts), "nf4 @64": (sums, counts), ...}``: the reply losses of ``model`` as it
+    is, then with every linear weight but the output head replaced by its round trip through each format, at the
+    block size that gives it ``bits`` bits per weight (equal storage: asymmetric INT4 gets twice NF4's block), the
+    original weights put back after each."""
     from tqdm.auto import tqdm
 
     from course_lib import lowrank
@@ -400,9 +408,10 @@ def model_roundtrip_losses(model, dataset, *, pad_token_id: int, kinds=KINDS, bl
     weights = lowrank.linear_weights(model)  # the output head is left out: SmolLM2 ties it to the embeddings
     out = {"fp32 (as loaded)": reply_losses(model, dataset, pad_token_id=pad_token_id)}
     for kind in tqdm(kinds, desc="formats"):
-        rounded = {name: roundtrip(w, kind, blocksize).to(w.dtype) for name, w in weights.items()}
+        bs = blocksize_for_bits(kind, bits)
+        rounded = {name: roundtrip(w, kind, bs).to(w.dtype) for name, w in weights.items()}
         with lowrank.weights_replaced(model, rounded):
-            out[kind] = reply_losses(model, dataset, pad_token_id=pad_token_id)
+            out[f"{kind} @{bs}"] = reply_losses(model, dataset, pad_token_id=pad_token_id)
         del rounded
     return out
 

@@ -203,7 +203,8 @@ def test_reply_losses_add_up_to_the_course_evaluation_and_the_bootstrap_is_paire
     assert "worse" in nf4.compare_line("x", "y", 0.1, 0.05, 0.2)
     assert "better" in nf4.compare_line("x", "y", -0.1, -0.2, -0.05)
     assert "inconclusive" in nf4.compare_line("x", "y", 0.01, -0.02, 0.05)
-    results = nf4.model_roundtrip_losses(model, dataset, pad_token_id=tokenizer.pad_token_id, kinds=("nf4",))
-    assert set(results) == {"fp32 (as loaded)", "nf4"}
+    results = nf4.model_roundtrip_losses(model, dataset, pad_token_id=tokenizer.pad_token_id,
+                                         kinds=("nf4", "int4-asym"))
+    assert list(results) == ["fp32 (as loaded)", "nf4 @64", "int4-asym @128"]  # 4.5 bits per weight each
     assert torch.equal(results["fp32 (as loaded)"][0], sums)  # the weights were put back
-    assert not torch.equal(results["nf4"][0], sums)
+    assert not torch.equal(results["nf4 @64"][0], sums)
