@@ -127,3 +127,11 @@ def verdict(what: str, claimed: int | float, measured: int | float, digits: int 
     same = claimed == measured if isinstance(claimed, int) else round(claimed, digits) == round(measured, digits)
     result = "the seed is right" if same else "the seed is WRONG; the computed value is right"
     return f"{what}: seed says {fmt(claimed)}, computed {fmt(measured)} -> {result}"
+
+
+def check_claim(what: str, claimed: int | float, computed: int | float, digits: int = 4) -> str:
+    """One line putting a number printed in widely shared tutorials beside the one computed here, and saying
+    whether they agree (integers exactly, other numbers at ``digits`` decimals)."""
+    fmt = (lambda v: f"{v:,d}") if isinstance(claimed, int) and isinstance(computed, int) else (lambda v: f"{v:.{digits}f}")
+    same = claimed == computed if isinstance(claimed, int) else round(claimed, digits) == round(computed, digits)
+    return f"{what}: printed {fmt(claimed)}, computed {fmt(computed)} -> {'agrees' if same else 'does NOT agree'}"

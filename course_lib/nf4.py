@@ -188,10 +188,58 @@ QUANTIZERS = {"nf4": (quantize_nf4, dequantize_nf4), "fp4": (quantize_fp4, dequa
               "int4": (quantize_int4, dequantize_int4)}
 
 
+# ------------------------------------------------------------------------------ asymmetric (min-max) INT4
+def quantize_int4_asym(w: torch.Tensor, blocksize: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric INT4, the strongest plain-integer baseline: each block keeps its minimum and a step
+    ``(max - min) / 15``, so all 16 levels span exactly the block's range (GGUF's Q4_1 and GPTQ-style zero points
+    work this way). Returns ``(packed, minimum, step)``: two fp32 constants per block, twice NF4's one absmax, so
+    compare it with NF4 at *equal bits* (``bits_per_weight``), not at equal block size. 0 is not exact here."""
+    _check_weights(w)
+    _check_blocksize(blocksize)
+    flat = w.detach().reshape(-1).float()
+    n, full = flat.numel(), flat.numel() - flat.numel() % blocksize
+    parts = [flat[:full].view(-1, blocksize)] + ([flat[full:].view(1, -1)] if full < n else [])
+    lows, steps, codes = [], [], []
+    for blocks in parts:  # whole blocks, then the short last block (its own constants, as in scale_blocks)
+        low, high = blocks.amin(dim=1, keepdim=True), blocks.amax(dim=1, keepdim=True)
+        _check_finite(high - low, w)
+        step = (high - low) / 15
+        codes.append(((blocks - low) / step.clamp(min=1e-38)).round().clamp(0, 15).reshape(-1))
+        lows.append(low.reshape(-1))
+        steps.append(step.reshape(-1))
+    return pack_nibbles(torch.cat(codes)), torch.cat(lows), torch.cat(steps)
+
+
+def dequantize_int4_asym(packed: torch.Tensor, minimum: torch.Tensor, step: torch.Tensor, shape,
+                         blocksize: int = 64) -> torch.Tensor:
+    """Inverse of ``quantize_int4_asym``: ``code · step + minimum`` per block, fp32."""
+    shape = torch.Size([shape] if isinstance(shape, int) else shape)
+    _check_packed(packed, minimum, shape.numel(), blocksize)
+    q = unpack_nibbles(packed, shape.numel()).float()
+    per_value = lambda c: c.float().repeat_interleave(blocksize)[: shape.numel()]  # noqa: E731
+    return (q * per_value(step) + per_value(minimum)).view(shape)
+
+
+KINDS = ("nf4", "fp4", "int4", "int4-asym")
+
+
+def bits_per_weight(kind: str, blocksize: int = 64) -> float:
+    """Storage per weight of each 4-bit format with fp32 block constants: 4 bits + 32 per block (NF4, FP4,
+    symmetric INT4: one absmax) or + 64 per block (asymmetric INT4: minimum and step)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown format {kind!r}; choose one of {KINDS}")
+    _check_blocksize(blocksize)
+    return 4 + (64 if kind == "int4-asym" else 32) / blocksize
+
+
 def roundtrip(w: torch.Tensor, kind: str = "nf4", blocksize: int = 64) -> torch.Tensor:
-    """Quantize then dequantize ``w`` with ``kind`` ("nf4", "fp4" or "int4"); returns fp32 of w's shape."""
+    """Quantize then dequantize ``w`` with ``kind`` ("nf4", "fp4", "int4" or "int4-asym"); returns fp32 of w's
+    shape."""
+    if kind == "int4-asym":
+        packed, minimum, step = quantize_int4_asym(w, blocksize)
+        return dequantize_int4_asym(packed, minimum, step, w.shape, blocksize)
     if kind not in QUANTIZERS:
-        raise ValueError(f"unknown quantizer {kind!r}; choose one of {sorted(QUANTIZERS)}")
+        raise ValueError(f"unknown quantizer {kind!r}; choose one of {KINDS}")
     quantize, dequantize = QUANTIZERS[kind]
     packed, absmax = quantize(w, blocksize)
     return dequantize(packed, absmax, w.shape, blocksize)
@@ -210,6 +258,47 @@ def error_table(tensors: dict[str, torch.Tensor], blocksizes=(64, 256, 1024, 409
         for bs in blocksizes:
             rows.append({"data": name, "blocksize": bs, **{k: relative_rmse(w, k, bs) for k in kinds}})
     return rows
+
+
+def blocksize_for_bits(kind: str, bits: float) -> int:
+    """The block size at which ``kind`` costs exactly ``bits`` bits per weight (``bits_per_weight``)."""
+    sizes = [bs for bs in VALID_BLOCKSIZES if math.isclose(bits_per_weight(kind, bs), bits)]
+    if not sizes:
+        raise ValueError(f"no block size gives {kind} exactly {bits} bits per weight; "
+                         f"{kind} costs {[bits_per_weight(kind, bs) for bs in VALID_BLOCKSIZES]}")
+    return sizes[0]
+
+
+def equal_bits_table(tensors: dict[str, torch.Tensor], bits=(5.0, 4.5, 4.25), kinds=KINDS) -> list[dict]:
+    """For each storage budget in bits per weight, each format at the block size that budget buys it
+    (``bits_per_weight``), and its relative RMSE on each tensor: a comparison at equal storage."""
+    rows = []
+    for budget in bits:
+        for kind in kinds:
+            bs = blocksize_for_bits(kind, budget)
+            rows.append({"bits": budget, "kind": kind, "blocksize": bs,
+                         **{name: relative_rmse(w, kind, bs) for name, w in tensors.items()}})
+    return rows
+
+
+# ------------------------------------------------------------------------------ how often each level is used
+def level_usage(w: torch.Tensor, blocksize: int = 64, code: torch.Tensor = NF4_CODE) -> torch.Tensor:
+    """The share of ``w``'s values that each of the 16 codes receives (in code order), after blockwise absmax
+    scaling: what "each level holds an equal share" can be checked against."""
+    packed, _ = quantize_nf4(w, blocksize, code=code)
+    codes = unpack_nibbles(packed, w.numel())
+    return torch.bincount(codes, minlength=code.numel()).double() / codes.numel()
+
+
+def code_entropy(usage: torch.Tensor) -> float:
+    """Bits of information per code, from the level usage: 4.0 when all 16 levels are used equally."""
+    p = usage[usage > 0].double()
+    return -(p * p.log2()).sum().item()
+
+
+def nf4_edge_sigma(offset: float = NF4_OFFSET) -> float:
+    """Where NF4 puts ±1, in standard deviations of the normal it is built from: ndtri(offset), about 1.85."""
+    return torch.special.ndtri(torch.tensor(offset, dtype=torch.float64)).item()
 
 
 # ------------------------------------------------------------------------------------------ double quantization
@@ -272,3 +361,64 @@ def stored_bytes(numel: int, blocksize: int = 64, double_quant: bool = False, bl
     if not double_quant:
         return data + 4 * blocks
     return data + blocks + 4 * math.ceil(blocks / blocksize2) + 4
+
+
+# ------------------------------------------------------------------------------ what a round trip does to a model
+@torch.no_grad()
+def reply_losses(model, dataset, *, pad_token_id: int, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of a tokenized dataset (``data.tokenize_dataset``: prompt labels -100): the summed next-token loss
+    over its reply tokens and how many there are. Their totals give ``training.evaluate``'s mean loss; per row
+    they give a paired bootstrap between two versions of a model (``paired_bootstrap``)."""
+    from course_lib import data
+
+    model.eval()
+    sums, counts = [], []
+    for start in range(0, len(dataset), batch_size):
+        batch = data.collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))], pad_token_id)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+        labels = batch["labels"][:, 1:]  # the model predicts token t+1 from tokens up to t
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=data.IGNORE_INDEX,
+                                                 reduction="none")
+        sums.append(loss.sum(dim=1))
+        counts.append((labels != data.IGNORE_INDEX).sum(dim=1))
+    return torch.cat(sums).double(), torch.cat(counts).double()
+
+
+def paired_bootstrap(sums_a, sums_b, counts, *, resamples: int = 2000, seed: int = 0, level: float = 0.95):
+    """The difference in mean loss per token (b - a) between two versions of a model scored on the same rows,
+    and its ``level`` interval from resampling the rows (a paired bootstrap). Returns ``(diff, low, high)``."""
+    g = torch.Generator().manual_seed(seed)
+    n = counts.numel()
+    idx = torch.randint(0, n, (resamples, n), generator=g)
+    diffs = (sums_b[idx].sum(1) - sums_a[idx].sum(1)) / counts[idx].sum(1)
+    tail = (1 - level) / 2
+    low, high = torch.quantile(diffs, torch.tensor([tail, 1 - tail], dtype=diffs.dtype)).tolist()
+    return ((sums_b.sum() - sums_a.sum()) / counts.sum()).item(), low, high
+
+
+def model_roundtrip_losses(model, dataset, *, pad_token_id: int, kinds=KINDS, bits: float = 4.5) -> dict:
+    """``{"fp32 (as loaded)": (sums, counts), "nf4 @64": (sums, counts), ...}``: the reply losses of ``model`` as it
+    is, then with every linear weight but the output head replaced by its round trip through each format, at the
+    block size that gives it ``bits`` bits per weight (equal storage: asymmetric INT4 gets twice NF4's block), the
+    original weights put back after each."""
+    from tqdm.auto import tqdm
+
+    from course_lib import lowrank
+
+    weights = lowrank.linear_weights(model)  # the output head is left out: SmolLM2 ties it to the embeddings
+    out = {"fp32 (as loaded)": reply_losses(model, dataset, pad_token_id=pad_token_id)}
+    for kind in tqdm(kinds, desc="formats"):
+        bs = blocksize_for_bits(kind, bits)
+        rounded = {name: roundtrip(w, kind, bs).to(w.dtype) for name, w in weights.items()}
+        with lowrank.weights_replaced(model, rounded):
+            out[f"{kind} @{bs}"] = reply_losses(model, dataset, pad_token_id=pad_token_id)
+        del rounded
+    return out
+
+
+def compare_line(a: str, b: str, diff: float, low: float, high: float) -> str:
+    """A verdict on ``paired_bootstrap(b_sums, a_sums, ...)``'s output that says "inconclusive" when the interval
+    holds 0."""
+    verdict = (f"{a} is worse (higher loss)" if low > 0 else f"{a} is better (lower loss)" if high < 0
+               else "inconclusive: the interval contains 0")
+    return f"{a} vs {b}: {diff:+.4f} loss per reply token, 95% interval [{low:+.4f}, {high:+.4f}] -> {verdict}"

@@ -7,37 +7,52 @@ from __future__ import annotations
 
 
 # ------------------------------------------------------------------------------- 01 low-rank intuition
-def plot_spectra(spectra: dict, *, title: str = "Singular value spectra", normalise: bool = True, ax=None):
-    """Singular values (largest first) of several matrices on a log y-axis; normalised by the largest if asked."""
+def plot_spectra(spectra: dict, *, title: str = "Singular value spectra", normalise: bool = True, ax=None,
+                 baselines: dict | None = None):
+    """Singular values (largest first) of several matrices on a log y-axis; normalised by the largest if asked.
+    ``baselines`` maps some of the same labels to the spectrum of a random matrix *of that matrix's shape*, drawn
+    dashed in the same colour: a random spectrum depends on the aspect ratio, so each matrix needs its own."""
     import matplotlib.pyplot as plt
 
     ax = ax or plt.subplots(figsize=(7, 4))[1]
     for label, S in spectra.items():
         s = S.double() / S.double().max() if normalise else S.double()
-        ax.semilogy(range(1, s.numel() + 1), s.numpy(), label=label)
+        (line,) = ax.semilogy(range(1, s.numel() + 1), s.numpy(), label=label)
+        if baselines and label in baselines:
+            b = baselines[label].double()
+            b = b / b.max() if normalise else b
+            ax.semilogy(range(1, b.numel() + 1), b.numpy(), ls="--", color=line.get_color(),
+                        label=f"random, same shape as {label.split(' ')[0]}")
     ax.set_xlabel("index i")
     ax.set_ylabel("σ_i / σ_1" if normalise else "σ_i")
     ax.set_title(title)
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     return ax
 
 
-def plot_energy(spectra: dict, *, max_k: int | None = None, ax=None):
-    """Cumulative fraction of energy (sum of σ²) captured by the top k singular values."""
+def plot_energy(spectra: dict, *, max_k: int | None = None, ax=None, baselines: dict | None = None):
+    """Cumulative fraction of energy (sum of σ²) captured by the top k singular values; ``baselines`` as in
+    ``plot_spectra`` (a random matrix of each matrix's own shape, dashed)."""
     import matplotlib.pyplot as plt
 
     ax = ax or plt.subplots(figsize=(7, 4))[1]
-    for label, S in spectra.items():
+
+    def draw(S, **style):
         e = S.double().pow(2)
         cumulative = (e.cumsum(0) / e.sum()).numpy()
         k = max_k or cumulative.size
-        ax.plot(range(1, min(k, cumulative.size) + 1), cumulative[:k], label=label)
+        return ax.plot(range(1, min(k, cumulative.size) + 1), cumulative[:k], **style)[0]
+
+    for label, S in spectra.items():
+        line = draw(S, label=label)
+        if baselines and label in baselines:
+            draw(baselines[label], ls="--", color=line.get_color(), label=f"random, same shape as {label.split(' ')[0]}")
     ax.set_xlabel("k (number of singular directions kept)")
     ax.set_ylabel("energy captured")
     ax.set_ylim(0, 1.02)
     ax.axhline(0.9, color="grey", ls=":", lw=1)
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
     return ax
 
@@ -107,6 +122,62 @@ def plot_losses(curves, title: str = "training loss per step", ylabel: str = "lo
     return ax
 
 
+# ------------------------------------------------------------------------------- 02 LoRA from scratch
+def plot_lora_diagram(d_in: int = 576, d_out: int = 576, r: int = 8, alpha: float = 16, *, ax=None):
+    """The LoRA block: x goes through the frozen W and, beside it, down through A (r x d_in) to r numbers and
+    up through B (d_out x r); the side path is scaled by alpha/r and added. Heights are drawn to scale of the
+    dimensions (d_in, r, d_out), so the bottleneck is visible. Returns the Axes."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, Polygon, Rectangle
+
+    ax = ax or plt.subplots(figsize=(10, 4.2))[1]
+    unit = 2.4 / max(d_in, d_out)  # data units per dimension
+    h_in, h_out, h_r = d_in * unit, d_out * unit, max(r * unit, 0.08)
+    top, bottom = 2.6, 0.0  # vertical centres of the frozen path and the LoRA path
+
+    def arrow(x0, y0, x1, y1, **kw):
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=14, lw=1.4,
+                                     color=kw.pop("color", "black"), **kw))
+
+    # input x
+    ax.add_patch(Rectangle((0, 1.3 - h_in / 2), 0.25, h_in, color="tab:gray", alpha=0.6))
+    ax.text(0.12, 1.3 - h_in / 2 - 0.25, f"x\n({d_in})", ha="center", va="top")
+    # frozen W
+    ax.add_patch(Rectangle((2.0, top - h_out / 2), 2.2, h_out, color="tab:blue", alpha=0.25))
+    ax.text(3.1, top, f"W  (frozen)\n{d_out} × {d_in}", ha="center", va="center")
+    arrow(0.3, 1.3 + 0.2, 1.95, top)
+    # A: d_in -> r, B: r -> d_out (trapezoids that narrow, then widen)
+    ax.add_patch(Polygon([(1.5, bottom - h_in / 2), (1.5, bottom + h_in / 2), (2.9, bottom + h_r / 2),
+                          (2.9, bottom - h_r / 2)], color="tab:orange", alpha=0.45))
+    ax.text(2.0, bottom, f"A\n{r} × {d_in}", ha="center", va="center")
+    ax.add_patch(Polygon([(3.3, bottom - h_r / 2), (3.3, bottom + h_r / 2), (4.7, bottom + h_out / 2),
+                          (4.7, bottom - h_out / 2)], color="tab:green", alpha=0.45))
+    ax.text(4.2, bottom, f"B\n{d_out} × {r}", ha="center", va="center")
+    ax.text(3.1, bottom + h_r / 2 + 0.12, f"r = {r}", ha="center", va="bottom", fontsize=9)
+    arrow(0.3, 1.3 - 0.2, 1.45, bottom)
+    arrow(2.9, bottom, 3.3, bottom)
+    # scale alpha / r
+    ax.add_patch(plt.Circle((5.55, bottom), 0.45, color="tab:purple", alpha=0.25))
+    ax.text(5.55, bottom, f"× α/r\n= {alpha / r:g}", ha="center", va="center", fontsize=9)
+    arrow(4.75, bottom, 5.08, bottom)
+    # sum and output
+    ax.add_patch(plt.Circle((6.6, 1.3), 0.25, fill=False, lw=1.4))
+    ax.text(6.6, 1.3, "+", ha="center", va="center", fontsize=16)
+    arrow(4.25, top, 6.42, 1.45)
+    arrow(5.95, bottom + 0.2, 6.45, 1.12)
+    ax.add_patch(Rectangle((7.3, 1.3 - h_out / 2), 0.25, h_out, color="tab:gray", alpha=0.6))
+    ax.text(7.42, 1.3 - h_out / 2 - 0.25, f"h\n({d_out})", ha="center", va="top")
+    arrow(6.86, 1.3, 7.28, 1.3)
+    ax.set_title("h = W x + (α/r) · B (A x)\n"
+                 f"trainable: A and B, r·(d_in + d_out) = {r * (d_in + d_out):,} numbers; W: {d_in * d_out:,}, frozen",
+                 fontsize=10)
+    ax.set_xlim(-0.3, 8.0)
+    ax.set_ylim(-1.9, 4.1)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    return ax
+
+
 # ------------------------------------------------------------------------------- 04 NF4 quantization
 def plot_quantization_histograms(w, w_hat, code=None, title: str = "NF4 round trip"):
     """Left: histogram of the weights (with the NF4 levels of the largest block scale marked). Right: errors."""
@@ -120,6 +191,59 @@ def plot_quantization_histograms(w, w_hat, code=None, title: str = "NF4 round tr
     ax_e.set(title="error (dequantized - original)", xlabel="error")
     fig.tight_layout()
     return ax_w, ax_e
+
+
+def plot_4bit_grids(codes: dict, *, sigma: float, scaled: dict | None = None, title: str | None = None):
+    """One row per 4-bit format, on a shared [-1, 1] axis: the format's 16 (or 15) levels as stems, the borders
+    between them (where rounding switches level) as faint lines, and the normal density N(0, sigma²) that NF4's
+    levels are quantiles of (sigma = 1 / ndtri(offset): ±1 sits at the offset quantile). ``scaled`` maps a label
+    to values already scaled into [-1, 1] (e.g. Gaussian blocks divided by their absmax), drawn as a histogram
+    in every row: the values each grid really has to cover. Returns the Axes."""
+    import math
+
+    import matplotlib.pyplot as plt
+    import torch
+
+    fig, axes = plt.subplots(len(codes), 1, figsize=(10, 1.9 * len(codes)), sharex=True)
+    axes = list(getattr(axes, "flat", [axes]))
+    xs = torch.linspace(-1.05, 1.05, 500)
+    density = torch.exp(-0.5 * (xs / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
+    for ax, (label, code) in zip(axes, codes.items(), strict=True):
+        levels = torch.as_tensor(code).float().unique().sort().values  # FP4 holds -0 and +0: one level
+        for name, values in (scaled or {}).items():
+            ax.hist(torch.as_tensor(values).reshape(-1).numpy(), bins=120, range=(-1.05, 1.05), density=True,
+                    color="tab:gray", alpha=0.35, label=name)
+        ax.plot(xs.numpy(), density.numpy(), color="tab:blue", lw=1.2, label=f"N(0, {sigma:.2f}²): what NF4 assumes")
+        for border in ((levels[:-1] + levels[1:]) / 2).tolist():
+            ax.axvline(border, color="black", alpha=0.12, lw=0.8)
+        ax.stem(levels.numpy(), [density.max().item() * 1.08] * len(levels), linefmt="tab:red", markerfmt="o",
+                basefmt=" ")
+        ax.set_ylabel(f"{label}\n{len(levels)} levels", rotation=0, ha="right", va="center")
+        ax.set_yticks([])
+        ax.set_xlim(-1.08, 1.08)
+    axes[-1].set_xlabel("value after dividing by the block's absmax")
+    fig.suptitle(title or "4-bit grids on [-1, 1]: where each format puts its levels (red)")
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.94), ncol=2, fontsize=8, frameon=False)
+    return axes
+
+
+def plot_level_usage(usage: dict, *, ideal: float = 1 / 16):
+    """Bars of the share of values each code receives (``nf4.level_usage``), one group per label, with the
+    equal share ``ideal`` dashed. Returns the Axes."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    width = 0.8 / len(usage)
+    for i, (label, shares) in enumerate(usage.items()):
+        ax.bar([c + (i - (len(usage) - 1) / 2) * width for c in range(len(shares))],
+               [100 * float(v) for v in shares], width=width, label=label)
+    ax.axhline(100 * ideal, color="black", ls="--", lw=1, label=f"equal share ({100 * ideal:.2f}%)")
+    ax.set(xlabel="NF4 code (0 = -1.0, 7 = 0, 15 = +1.0)", ylabel="% of the values", xticks=range(16))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return ax
 
 
 # ------------------------------------------------------------------------------- 05 memory budgets

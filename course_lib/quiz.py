@@ -66,7 +66,7 @@ QUIZZES: dict[str, list[Question]] = {
            ("83.3%", "(4² + 3²) / (4² + 3² + 2² + 1²) = 25 / 30 = 83.3% (lowrank.energy_captured)."),
            ("96.7%", "That would leave only 1 of the 30 units of energy out; rank 2 leaves out 2² + 1² = 5."),
            applied=True),
-        _q("Storing a 4096 × 4096 matrix as rank-8 factors A (4096 × 8) and B (8 × 4096) takes how many numbers?", 0,
+        _q("Storing a 4096 × 4096 matrix as rank-8 factors B (4096 × 8) and A (8 × 4096) takes how many numbers?", 0,
            ("65,536", "8 · (4096 + 4096) = 65,536, about 0.39% of the 16,777,216 entries of the full matrix."),
            ("32,768", "32,768 counts only one of the two factors."),
            ("16,777,216", "That is the full matrix, 4096 · 4096: the thing the factors replace."),
@@ -98,8 +98,10 @@ QUIZZES: dict[str, list[Question]] = {
            ("the adapter grows to 131,072 parameters and the scaling stays 2", "r·(2048 + 2048) at r=16 is "
             "65,536, and alpha / r falls to 1."),
            ("the adapter grows from 32,768 to 65,536 parameters and the scaling halves from 2 to 1",
-            "r·(d_in + d_out) doubles with r; alpha / r = 16 / 16 = 1. Keep alpha / r fixed (alpha = 2r) to keep "
-            "the update's scale when you change r."), applied=True),
+            "r·(d_in + d_out) doubles with r; alpha / r = 16 / 16 = 1. The halving is the point of dividing by r: "
+            "with Adam, B·A's step grows with r and alpha / r takes that back, so a fixed alpha lets you change r "
+            "without re-tuning the learning rate (notebook 02 measures it; alpha = 2r instead lets a larger rank "
+            "take larger steps)."), applied=True),
         _q("Merging LoRA into GPT-2's c_attn fails with a shape mismatch: the update B @ A is 2304 × 768 but the "
            "weight is 768 × 2304. What is the fix?", 2,
            ("use r = 768", "The rank does not change the outer shape of B @ A."),
@@ -146,16 +148,21 @@ QUIZZES: dict[str, list[Question]] = {
            applied=True),
     ],
     "04": [
-        _q("Why does NF4 place its 16 levels at quantiles of a normal distribution?", 3,
-           ("to make dequantization faster", "Dequantization is a table lookup whatever the table holds."),
-           ("to represent 0 exactly", "The exact zero comes from the asymmetric 8 + 7 split, not from the quantiles."),
-           ("to avoid storing a scale", "NF4 still stores one absmax scale per block."),
-           ("because trained weights are roughly normal, so each level is used about equally and the error is "
-            "lower than with evenly spaced levels", "Quantile quantization gives each level an equal share of the "
-            "values. QLoRA calls NF4 information-theoretically optimal for normally distributed weights: that "
-            "holds for zero-mean normal data scaled into [-1, 1] by each block's absmax, with equal-probability "
-            "bins, and only approximately (NF4 spends 8 levels on one side and 7 on the other to keep an exact 0). "
-            "Notebook 04's error table shows NF4 below INT4 and FP4 on real weights.")),
+        _q("NF4 puts its 16 levels at quantiles of a normal distribution. Quantizing Gaussian weights in blocks of "
+           "64, how often is each level used?", 1,
+           ("about 6.25% each: quantile levels hold equal shares", "Equal shares would need values spread like the "
+            "normal NF4 was built for, whose ±1 sits at 1.85σ. Each block is divided by its own absmax, near 2.6σ "
+            "for 64 Gaussian values, so the scaled values crowd the middle levels."),
+           ("from about 1.7% at the ends to 9.2% in the middle", "A block's absmax sits near 2.6σ, further out than "
+            "the 1.85σ NF4 maps to ±1, so the scaled values crowd the middle levels (notebook 04 measures it). "
+            "NF4 is information-theoretically optimal (equal-probability levels, the full 4 bits per code) only "
+            "for normal values scaled so that 1.85σ lands on ±1: blockwise absmax does not give it that input "
+            "(3.88 of 4 bits per code), and equal-probability levels do not minimise the squared error either. "
+            "At equal bits it still has the lowest error of the four formats on Gaussian weights."),
+           ("only the 8 positive levels", "The 7 negative levels are used as much as the positive ones: Gaussian "
+            "weights are symmetric around 0."),
+           ("the two end levels most: absmax scaling pushes values out to ±1", "Only each block's largest value is "
+            "sure to land on ±1; the other 63 spread over the levels in between.")),
         _q("NF4 with block size 64 and double quantization costs about how many bits per weight?", 1,
            ("4.0", "4.0 forgets the block scales: each block of 64 shares a scale that costs bits too."),
            ("4.127", "4 bits + 8/64 for the 8-bit block scales + 32/(64·256) for the second-level scales ≈ 4.127."),

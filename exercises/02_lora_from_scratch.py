@@ -16,8 +16,9 @@
 # # 02 · LoRA from scratch — exercises
 # ![Colab: not published yet](https://img.shields.io/badge/Colab-not%20published%20yet-lightgrey) *This copy names no GitHub repository: its Colab setup cell says what to type there.*
 #
-# **You will:** write the two functions at the heart of LoRA — the forward pass of a LoRA layer and the merge of
-# its update into the frozen weight — and have them checked against `course_lib.lora.LoRALinear` and PEFT.
+# **You will:** write the two functions at the heart of LoRA from its two matrices — the forward pass of a LoRA
+# layer and the merge of its update into the frozen weight — and have them checked against
+# `course_lib.lora.LoRALinear` and PEFT; then predict which factor gets a gradient on the first step, and check.
 #
 # **Runs in:** ~10 s on a 2-core CPU.
 
@@ -123,8 +124,8 @@ _ = torch.manual_seed(0)
 # | attribute | what it is |
 # | --- | --- |
 # | `layer.base_layer` | the frozen `nn.Linear` (or GPT-2 `Conv1D`); `layer.base_layer.weight` is W |
-# | `layer.lora_A` | `nn.Linear(d_in, r, bias=False)`: the down-projection A |
-# | `layer.lora_B` | `nn.Linear(r, d_out, bias=False)`: the up-projection B |
+# | `layer.lora_A.weight` | A, shape `r × d_in`: the down-projection (it reads the input) |
+# | `layer.lora_B.weight` | B, shape `d_out × r`: the up-projection (it writes the output) |
 # | `layer.dropout` | dropout applied to the input of A (an `nn.Identity` when dropout is 0) |
 # | `layer.scaling` | α/r (or α/√r with rsLoRA) |
 # | `layer.fan_in_fan_out` | True for GPT-2's `Conv1D`, whose weight is stored as (d_in, d_out) |
@@ -137,8 +138,11 @@ print(layer)
 # ## Exercise 1 — the forward pass
 #
 # Write `lora_forward(layer, x)`: the base layer's output plus the scaled low-rank update,
-# `base(x) + scaling · B(A(dropout(x)))`. The checker compares it with `LoRALinear` on an `nn.Linear` and a
-# `Conv1D`, then plugs it into every LoRA layer of a tiny Llama and compares the logits with PEFT's.
+# `base(x) + scaling · B A dropout(x)`, with the matrices `A = layer.lora_A.weight` and `B = layer.lora_B.weight`
+# (`x` holds one input per row, so multiply by their transposes). The checker compares it with `LoRALinear` on
+# an `nn.Linear` and a `Conv1D`, then plugs it into every LoRA layer of a tiny Llama and compares the logits with
+# PEFT's. Calling the layer itself (`layer(x)`, `LoRALinear.forward`) would only compare the course with itself:
+# the checker refuses it.
 
 # %%
 def lora_forward(layer, x):
@@ -155,7 +159,8 @@ checks.check_lora_forward(lora_forward)
 # Write `lora_merge(layer)`: add `scaling · B @ A` to the base weight **in place** and set `layer.merged = True`
 # (the layer's `forward` then skips the adapter). Mind the layout: `nn.Linear` stores W as (d_out, d_in), the
 # same as `B @ A`; GPT-2's `Conv1D` stores it as (d_in, d_out), so the update must be transposed when
-# `layer.fan_in_fan_out` is True. Work under `torch.no_grad()` so autograd does not record the edit.
+# `layer.fan_in_fan_out` is True. Work under `torch.no_grad()` so autograd does not record the edit. Build the
+# update from the two matrices: `layer.merge()` and `layer.delta_weight()` are the course's answer, refused here.
 
 # %%
 def lora_merge(layer):
@@ -165,3 +170,19 @@ def lora_merge(layer):
 
 
 checks.check_lora_merge(lora_merge)
+
+# %% [markdown]
+# ## Exercise 3 — predict, then check: who gets a gradient first?
+#
+# A fresh LoRA layer has `A` random and `B = 0`. Run one forward pass through your `lora_forward` and one
+# backward pass of some loss. **Before running anything**, predict: is the gradient of `A` exactly zero? Is the
+# gradient of `B`? Return the two answers as booleans from `predict_zero_gradients()`: `(A_grad_is_zero,
+# B_grad_is_zero)`. The checker runs the backward pass through your forward and tells you what happened.
+
+# %%
+def predict_zero_gradients() -> tuple[bool, bool]:
+    # YOUR CODE HERE
+    raise NotImplementedError("Exercise: write your code here, then run the check below.")
+
+
+checks.check_first_gradients(predict_zero_gradients, lora_forward)

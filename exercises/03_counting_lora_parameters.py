@@ -16,8 +16,8 @@
 # # 03 · Counting LoRA parameters — exercises
 # ![Colab: not published yet](https://img.shields.io/badge/Colab-not%20published%20yet-lightgrey) *This copy names no GitHub repository: its Colab setup cell says what to type there.*
 #
-# **You will:** do the seed notes' exercise (LoRA on GPT-2 at r = 4, 8, 16, 32, count, plot) without
-# downloading GPT-2, and predict a Llama model's LoRA count from its config by hand.
+# **You will:** do the classic exercise (LoRA on GPT-2 at r = 4, 8, 16, 32, count, plot) without downloading
+# GPT-2, and predict a Llama model's LoRA count from its config by hand.
 #
 # **Runs in:** ~10 s on a 2-core CPU.
 
@@ -135,7 +135,7 @@ def gpt2_lora_trainable(r):
 checks.check_gpt2_counts(gpt2_lora_trainable)
 
 # %% [markdown]
-# Print the counts and plot rank against trainable parameters (the seed exercise). On log axes a count that is
+# Print the counts and plot rank against trainable parameters. On log axes a count that is
 # linear in `r` is a straight line.
 
 # %%

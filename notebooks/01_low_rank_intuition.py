@@ -20,7 +20,9 @@
 # numerically, compare the spectra of real weight matrices with random ones, and measure the fact LoRA is built on:
 # the *update* a short fine-tuning run makes to a weight matrix is much closer to low rank than the weights are.
 #
-# **Runs in:** about 40 s on a 2-core CPU (`make course` measured 38 s on 2026-11-23); a GPU does not help here.
+# **Runs in:** 38 s on a quiet 2-core CPU for the version before this one (`make course`, 2026-11-23), which
+# lacked the rank-8 and answer-only measurements; this copy ran in 655 s on a 2-core CPU shared with other jobs
+# (load average about 7). A GPU does not help here.
 #
 # Everything this notebook computes comes from `course_lib.lowrank`; read it beside the notebook.
 
@@ -170,6 +172,9 @@ for k in (1, 5, 10, 25, 50, 99):
 # The measured Frobenius error equals the tail of the singular values to every printed digit, the spectral error
 # equals the next singular value, and k random directions lose far more. That is what "best rank-k" means.
 #
+# **Exercise 1** in [`exercises/01_low_rank_intuition.ipynb`](../exercises/01_low_rank_intuition.ipynb): write
+# `rank_k_approx` yourself from `torch.linalg.svd`, predict the error it must leave, then measure it.
+#
 # ## 3. Seeing it: a photograph at several ranks
 #
 # A grayscale photo is just a matrix. Rank-k storage costs `k·(m + n)` numbers instead of `m·n`.
@@ -220,29 +225,80 @@ for label, Wt in weights.items():
                  f"{real['rank for 90% energy']:>13} {rnd['rank for 90% energy']:>9}")
 print("\n".join(lines))
 
+# %% [markdown]
+# The "(random)" columns compare each matrix with noise of **its own shape**, and that matters: the spectrum of a
+# random matrix depends on its aspect ratio. A square Gaussian matrix has singular values all the way down to
+# almost 0; a wide one does not (random-matrix theory, Marchenko–Pastur: for an `m × n` matrix with `m ≤ n` the
+# smallest singular value sits near `(1 − √(m/n)) / (1 + √(m/n))` of the largest). Measured:
+
+# %%
+for shape in ((576, 576), (576, 1536), (192, 576)):
+    S_rand = lowrank.singular_values(lowrank.random_like(torch.empty(shape)))
+    m, n = min(shape), max(shape)
+    print(f"random {shape[0]} x {shape[1]}: smallest / largest singular value {(S_rand[-1] / S_rand[0]).item():.3f}"
+          f"  (Marchenko–Pastur edge {(1 - (m / n) ** 0.5) / (1 + (m / n) ** 0.5):.3f})")
+
+# %% [markdown]
+# So `down_proj` (576 × 1536) next to a *square* random matrix would look flatter than noise only because of its
+# shape. Each trained matrix below is drawn with a random matrix of its own shape (dashed, same colour):
+
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(13, 4))
-plots.plot_spectra({"q_proj (trained)": lowrank.singular_values(weights["q_proj"]),
-                    "down_proj (trained)": lowrank.singular_values(weights["down_proj"]),
-                    "random, same shape as q_proj": lowrank.singular_values(lowrank.random_like(weights["q_proj"]))},
-                   ax=axes[0])
-plots.plot_energy({"q_proj (trained)": lowrank.singular_values(weights["q_proj"]),
-                   "random": lowrank.singular_values(lowrank.random_like(weights["q_proj"]))}, ax=axes[1])
+spectra = {f"{label} (trained)": lowrank.singular_values(weights[label]) for label in ("q_proj", "down_proj")}
+random_spectra = {f"{label} (trained)": lowrank.singular_values(lowrank.random_like(weights[label]))
+                  for label in ("q_proj", "down_proj")}
+plots.plot_spectra(spectra, baselines=random_spectra, ax=axes[0])
+plots.plot_energy(spectra, baselines=random_spectra, ax=axes[1])
 plt.show()
 
 # %% [markdown]
-# Trained weights are more structured than noise (a few large directions; query and key matrices most of all),
-# but they are far from low rank: 90% of their energy needs a large fraction of all directions. Compressing the
-# *weights* to rank 8 would destroy the model. LoRA does not do that.
+# Against noise of their own shape, trained weights are more structured (a few large directions; query and key
+# matrices most of all), but far from low rank: 90% of their energy needs a large fraction of all directions.
+# What would keeping only 8 directions of each *weight* do to the model? Measure it: the loss on the answers of
+# held-out sums (`"Q: What is 13 plus 14? A: 27."`, only the tokens after `A:` count) and on the answers of 32
+# general-knowledge questions, with every weight matrix of every block replaced by its best rank-8
+# approximation (`low_rank_weights`: the same matrices as `rank_k_approx`, computed a faster way for 210 of them).
+
+# %%
+import math
+
+from course_lib import data, heldout_tasks, training
+
+eval_texts = [f"Q: What is {a} plus {b}? A: {a + b}." for a in range(10, 20) for b in range(10, 15)]
+general = data.tokenize_dataset(heldout_tasks.load_general(), tokenizer)
+
+
+def both_losses():
+    return (lowrank.answer_loss(model, tokenizer, eval_texts),
+            training.evaluate(model, general, pad_token_id=tokenizer.pad_token_id)["loss"])
+
+
+all_linear = lowrank.linear_weights(model)  # every linear layer but the (tied) output head
+rows = {"trained weights": both_losses()}
+with lowrank.weights_replaced(model, lowrank.low_rank_weights(all_linear, 8)):
+    rows[f"all {len(all_linear)} matrices at rank 8"] = both_losses()
+print(f"{'weights used':<32} {'loss, held-out sums':>20} {'loss, general questions':>24}")
+for label, (sums, general_loss) in rows.items():
+    print(f"{label:<32} {sums:>20.2f} {general_loss:>24.2f}")
+vocab = model.config.vocab_size
+print(f"a uniform guess over the {vocab:,}-token vocabulary scores {math.log(vocab):.1f} on any answer")
+
+# %% [markdown]
+# Rank-8 weights wreck the model: the loss on the answers of the general questions goes from 3.45 to 50.04
+# (confidently wrong everywhere), and on the sums from 2.34 to 8.08, closer to the 10.8 of a uniform guess over
+# the 49,152-token vocabulary than to the trained model. Keeping 8 directions of a weight keeps only 4.7% to
+# 19.6% of its energy (the table above); the model needs the rest.
+#
+# LoRA never compresses the weights: it keeps `W` whole and learns a low-rank *change* to it.
 #
 # ## 5. The observation behind LoRA: the *update* is nearly low rank
 #
 # Fine-tune one layer fully — every one of its 576 × 576 = 331,776 numbers is trainable — for 30 AdamW steps on
-# a small arithmetic task (`"Q: What is 3 plus 4? A: 7."`), then look at the SVD of `ΔW = W_after − W_before`.
+# single-digit sums (`"Q: What is 3 plus 4? A: 7."`, the whole sentence is the training target), then look at
+# the SVD of `ΔW = W_after − W_before`.
 
 # %%
 train_texts = [f"Q: What is {a} plus {b}? A: {a + b}." for a in range(10) for b in range(10)]
-eval_texts = [f"Q: What is {a} plus {b}? A: {a + b}." for a in range(10, 20) for b in range(10, 15)]
 layer = f"model.layers.{block}.self_attn.q_proj"
 W_before, W_after, losses = lowrank.finetune_one_layer(model, tokenizer, layer, train_texts, steps=30, lr=1e-4)
 delta = W_after - W_before
@@ -259,45 +315,29 @@ plots.plot_energy({"W": lowrank.singular_values(W_before), "ΔW": lowrank.singul
 
 # %% [markdown]
 # The update's energy is concentrated in a handful of directions, unlike the weights it modifies. Energy is one
-# thing; what matters is the model's behaviour. Replace the full update by its best rank-k approximation
-# and measure the loss on held-out sums the layer never saw:
+# thing; what matters is the model's behaviour. Replace the full update by its best rank-k approximation and
+# measure the loss on the *answers* of the 50 held-out two-digit sums (the prompt's tokens do not count: they
+# say nothing about whether the layer learned to add):
 
 # %%
-import contextlib
-
-
-@contextlib.contextmanager
-def weight_set_to(module, value):
-    original = module.weight.detach().clone()
-    module.weight.data.copy_(value)
-    try:
-        yield
-    finally:
-        module.weight.data.copy_(original)
-
-
-def eval_loss(texts):
-    batch = tokenizer(texts, return_tensors="pt", padding=True)
-    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    with torch.no_grad():
-        return model(**batch, labels=labels).loss.item()
-
-
-target = modules[layer]
+target = layer
 rows = {}
-with weight_set_to(target, W_before):
-    rows["no update"] = eval_loss(eval_texts)
+with lowrank.weights_replaced(model, {target: W_before}):
+    rows["no update"] = lowrank.answer_loss(model, tokenizer, eval_texts)
 for k in (1, 2, 4, 8, 16, 64):
-    with weight_set_to(target, W_before + lowrank.rank_k_approx(delta, k)):
-        rows[f"rank-{k} update"] = eval_loss(eval_texts)
-rows[f"full update (rank {min(delta.shape)})"] = eval_loss(eval_texts)
+    with lowrank.weights_replaced(model, {target: W_before + lowrank.rank_k_approx(delta, k)}):
+        rows[f"rank-{k} update"] = lowrank.answer_loss(model, tokenizer, eval_texts)
+rows[f"full update (rank {min(delta.shape)})"] = lowrank.answer_loss(model, tokenizer, eval_texts)
 gain = rows["no update"] - list(rows.values())[-1]
-print(f"{'weights used':<26} {'held-out loss':>13} {'share of the gain':>18}")
+print(f"{'weights used':<26} {'answer loss':>12} {'share of the gain':>18}")
 for label, loss in rows.items():
-    print(f"{label:<26} {loss:>13.4f} {(rows['no update'] - loss) / gain:>18.0%}")
+    print(f"{label:<26} {loss:>12.4f} {(rows['no update'] - loss) / gain:>18.0%}")
+enough = next(k for k in (1, 2, 4, 8, 16, 64) if rows["no update"] - rows[f"rank-{k} update"] >= 0.9 * gain)
+print(f"the smallest rank in the table that keeps at least 90% of the gain: {enough}")
 
 # %% [markdown]
-# A rank-8 slice of the update keeps most of the improvement on held-out data, at a fraction of its numbers:
+# A few directions of the update carry (almost) all of its improvement on held-out sums, at a fraction of its
+# numbers:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -307,15 +347,18 @@ print(f"a 576 x 576 update: {full:,} numbers; as rank-8 factors B (576 x 8) and 
 
 # %% [markdown]
 # **That is LoRA's bet:** if the update a fine-tune needs is close to low rank, train it *directly* in factored form,
-# `ΔW = B·A` with `B` of shape `m × r` and `A` of shape `r × n`, and leave `W` frozen. Notebook 02 builds exactly that.
+# `ΔW = B·A` with `B` of shape `d_out × r` and `A` of shape `r × d_in` (PEFT's names: `A` reads the input, `B`
+# writes the output), and leave `W` frozen. Notebook 02 builds exactly that.
 #
 # Caveats, measured here and worth remembering: this is one layer, one tiny task and 30 steps of one optimiser;
 # longer, harder fine-tunes have higher-rank updates (which is why larger `r` sometimes helps). The embedded model's
 # weights went through 4-bit (Q4_1) quantization once when they were packaged; the spectra above are of those weights.
 #
-# ## Exercise
-# `solutions/01_low_rank_intuition.py` (and the student copy in `exercises/`): write the rank-k approximation and
-# the storage count yourself; the checker tells you when they are right.
+# ## Exercises
+# In [`exercises/01_low_rank_intuition.ipynb`](../exercises/01_low_rank_intuition.ipynb) (answers in
+# `solutions/`): write the rank-k approximation from `torch.linalg.svd`, predict the error Eckart–Young promises
+# and measure it, and count what low rank saves. The checker tells you when they are right (and notices when
+# a function just calls `course_lib`'s own).
 
 # %% [markdown]
 # ## Check yourself

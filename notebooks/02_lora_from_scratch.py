@@ -16,12 +16,14 @@
 # # 02 · LoRA from scratch
 # ![Colab: not published yet](https://img.shields.io/badge/Colab-not%20published%20yet-lightgrey) *This copy names no GitHub repository: its Colab setup cell says what to type there.*
 #
-# **You will:** write down the LoRA update W' = W + (α/r)·BA with its shapes; read a ~60-line `LoRALinear` that
-# wraps a frozen layer; check that it computes exactly what PEFT computes; merge and unmerge it; train it and see
-# that only A and B move; and *measure* whether merging makes inference faster.
+# **You will:** write down the LoRA update W' = W + (α/r)·BA with its shapes and see it as a block diagram; read a
+# ~60-line `LoRALinear` that wraps a frozen layer; check that it computes exactly what PEFT computes; merge and
+# unmerge it; train it and see that only A and B move; measure how α and r together set the size of the update;
+# and *measure* what merging keeps in 16-bit and 4-bit storage and whether it makes inference faster.
 #
-# **Runs in:** about 25 s on a 2-core CPU (`make course` measured 22 s), longer when the CPU is shared (it loads
-# the 135M-parameter SmolLM2 a few times).
+# **Runs in:** 22 s on a quiet 2-core CPU for the version before this one (`make course`), which lacked the α/r
+# and merge-precision measurements (30 more training steps); this copy ran in 287 s on a 2-core CPU shared with
+# other jobs, which also makes its timings noisy (the latency cell says how noisy).
 
 # %% tags=["colab-setup"]
 # @title Colab setup: installs the course on Colab (elsewhere this cell does nothing) { display-mode: "form" }
@@ -133,17 +135,24 @@ _ = torch.manual_seed(0)
 # $$ W' = W + \frac{\alpha}{r}\, B A, \qquad A \in \mathbb{R}^{r \times d_\text{in}},\; B \in \mathbb{R}^{d_\text{out} \times r} $$
 #
 # so `y = W x + (α/r)·B (A x)`: `A` projects the input *down* to `r` numbers, `B` projects them back *up*.
-# Texts disagree on which factor is called A and on the transposition (the seed notes write `W + AB` with
-# `A` of shape d×r); the LoRA paper and PEFT use the convention above, and so does this course.
-#
+# Other texts swap the names of the two factors; this course uses the LoRA paper's and PEFT's everywhere:
+# **`A` is r × d_in** (it reads the input) and **`B` is d_out × r** (it writes the output).
+
+# %%
+_ = plots.plot_lora_diagram(d_in=576, d_out=576, r=8, alpha=16)  # SmolLM2's q_proj at r = 8, drawn to scale
+
+# %% [markdown]
 # * **Init.** `A` is random (Kaiming-uniform, like a fresh `nn.Linear`) and `B` is **zero**, so `BA = 0` and the
 #   model starts out *exactly* the pretrained model. Training starts from a working model, and the gradient of
 #   `B` is non-zero because `A` is not (if both were zero, neither would ever move).
-# * **α/r.** The update is multiplied by `scaling = α/r`. With `α` fixed, doubling `r` halves the scale of each
-#   rank-one piece, so you can change `r` without re-tuning the learning rate too much. The popular "α = 2r"
-#   recipe keeps `scaling = 2` whatever `r` is.
+# * **α/r.** The update is multiplied by `scaling = α/r`. Why divide by `r`? Adam moves every entry of A and B
+#   by about the learning rate per step, whatever the gradient's size, and `B·A` adds up `r` such products: a
+#   larger `r` makes a larger update per step. Dividing by `r` takes that back, so with `α` fixed you can change
+#   `r` without re-tuning the learning rate (the LoRA paper's reason). The popular "α = 2r" recipe instead keeps
+#   `scaling = 2` at every rank, and then a larger rank takes larger steps. Section "α and r, measured" below
+#   trains both ways.
 # * **rsLoRA** (Kalajdzievski, 2023) argues that α/r shrinks the update too much at large `r` and uses
-#   `α/√r` instead (`use_rslora=True` in PEFT and here).
+#   `α/√r` instead (`use_rslora=True` in PEFT and here): between the two.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -163,6 +172,12 @@ for r in (1, 4, 8, 16, 64, 256):
 
 # %%
 show_source(lora.LoRALinear)
+
+# %% [markdown]
+# **Exercises 1–3** in [`exercises/02_lora_from_scratch.ipynb`](../exercises/02_lora_from_scratch.ipynb): write
+# this forward pass and the merge yourself from the two matrices `lora_A.weight` and `lora_B.weight`, and predict
+# which of A and B gets a gradient on the first step. (The checker notices when a function calls `LoRALinear`'s
+# own methods instead.)
 
 # %% [markdown]
 # `inject_lora` walks the model, replaces every linear layer whose name matches `target_modules` by a
@@ -284,12 +299,76 @@ print(f"{len(frozen)} frozen tensors, bit-identical after training:", not set(ch
 print("loss went down:", losses[-1] < losses[0])
 
 # %% [markdown]
+# ## α and r, measured
+#
+# The same 5 AdamW steps on the same sentence (learning rate 2e-3, LoRA on q_proj and v_proj, the same seed) at
+# r = 4, 16 and 64, once with α fixed at 16 and once with α = 2r. What the training did: the size of the update
+# the adapters hold, `‖(α/r)·B·A‖ / ‖W‖` over all adapted layers, and the loss after the 5 steps.
+
+# %%
+show_source(train_loop.update_size_by_rank)
+
+# %%
+base_model, tokenizer = models.load_causal_lm(verbose=False)
+sweep = {name: train_loop.update_size_by_rank(base_model, batch, (4, 16, 64), rule, steps=5, lr=2e-3)
+         for name, rule in (("α = 16 (fixed)", lambda r: 16), ("α = 2r", lambda r: 2 * r))}
+print(f"{'rule':<16} {'r':>3} {'α/r':>7} {'update / W':>11} {'loss after 5 steps':>19}")
+for name, rows in sweep.items():
+    for row in rows:
+        print(f"{name:<16} {row['r']:>3} {row['scaling']:>7.3g} {row['update']:>11.2%} {row['loss_after']:>19.3f}")
+for name, rows in sweep.items():
+    low, high = min(r["loss_after"] for r in rows), max(r["loss_after"] for r in rows)
+    print(f"{name}: the update at r = 64 is {rows[-1]['update'] / rows[0]['update']:.1f}x the one at r = 4; "
+          f"losses after 5 steps from {low:.2f} to {high:.2f}")
+
+# %% [markdown]
+# With α fixed, the three ranks train almost alike: their losses after 5 steps are close, and the update shrinks
+# somewhat as r grows (rsLoRA's point: α/r over-corrects). With α = 2r, raising r raises the size of every step:
+# r = 64 moves several times further in the same 5 steps, and its loss falls far lower, as if its learning rate
+# were higher. So changing r under α = 2r also
+# changes the effective learning rate; with α fixed, r is (nearly) only capacity. Five steps on one sentence is
+# a narrow test; notebook 09 sweeps α and the learning rate on real tasks.
+#
+# > **Claims you will meet.** "Set alpha = 2 × r: this keeps the adaptation strength the same whatever the rank"
+# > (a claim found in widely shared tutorials). Measured above: with α = 2r the update grows with r; it is a
+# > fixed α that keeps it (nearly) the same. α = 2r is a fine choice at one rank; when you change r, re-tune the
+# > learning rate, or keep α.
+#
+# ## What a merge keeps in 16 bits and in 4 bits
+#
+# The merge/unmerge round trip above was exact to rounding because the weights are fp32. A merged model is
+# usually *stored* in 16 bits, or kept in NF4 for QLoRA. Store `W + ΔW` in each format and ask what update the
+# stored weights carry, `U = stored(W + ΔW) − stored(W)`, for the adapters just trained:
+# `kept = ⟨U, ΔW⟩ / ‖ΔW‖²` (1: the update, on average) and `error = ‖U − ΔW‖ / ‖ΔW‖` (0: exact).
+
+# %%
+from course_lib import qlora
+
+peft_copy, _ = counting.peft_summary(copy.deepcopy(base_model), ["q_proj", "v_proj"], r=8, alpha=16)
+lora.load_lora_weights(peft_copy, lora.lora_weights(model))  # the adapters trained above
+shares = qlora.merge_precision(peft_copy, formats=("float32", "bfloat16", "float16", "nf4"))
+print(f"{'stored as':<10} {'kept':>6} {'error':>7}")
+for fmt, share in shares.items():
+    print(f"{fmt:<10} {share['kept']:>6.3f} {share['error']:>7.3f}")
+del peft_copy
+
+# %% [markdown]
+# In fp32 the merge is exact to rounding. In bf16 and fp16 the update is still there *on average* (kept near 1)
+# but each weight can only move by whole steps of the format, so the stored update is noisy (the error column);
+# fp16 has 3 more mantissa bits than bf16, hence the smaller error. In NF4 the 16 levels per block are far coarser
+# than an update of a few percent: re-quantizing `W + ΔW` swamps the update in rounding noise, which is why
+# `LoRALinear.merge` refuses a 4-bit base, and QLoRA keeps the adapter separate (notebook 07 measures it on a
+# 4-bit model, where W is already on the NF4 grid).
+# %% [markdown]
 # ## Is a merged model faster? Measured
 #
-# One of the seed notes says to merge "for maximum speed". Unmerged, each adapted layer does two extra small
-# matmuls (`x → A x → B(Ax)`) and an addition; merged, the layer is a plain `nn.Linear` again. How much that
-# costs depends on the shapes, the number of tokens and the hardware, so we measure: SmolLM2 with LoRA on
-# **all** linear layers (r = 16), unmerged vs merged vs the plain base model, timed in turns, best of 8 runs on 32 tokens.
+# > **Claims you will meet.** "Merge the adapters into the base model before inference for maximum speed" (a
+# > claim found in widely shared tutorials). Measured below on this CPU, for one layer and the whole model.
+#
+# Unmerged, each adapted layer does two extra small matmuls (`x → A x → B(Ax)`) and an addition; merged, the
+# layer is a plain `nn.Linear` again. How much that costs depends on the shapes, the number of tokens and the
+# hardware, so we measure: SmolLM2 with LoRA on **all** linear layers (r = 16), unmerged vs merged vs the plain
+# base model, timed in turns, best of 8 runs on 32 tokens.
 
 # %% [markdown]
 # First one layer, a 2048 × 2048 projection (Llama-3.2-1B's `q_proj`) with r = 16, for 32 and for 512 tokens:
@@ -312,7 +391,6 @@ for tokens in (32, 512):
 # Then the whole model:
 
 # %%
-base_model, tokenizer = models.load_causal_lm(verbose=False)
 unmerged = copy.deepcopy(base_model)
 lora.inject_lora(unmerged, "all-linear", r=16, alpha=32)
 lora.randomize_lora_B(unmerged)
@@ -329,15 +407,22 @@ times = latency.compare_latency({
 for name, seconds in times.items():
     print(f"{name:<22} {1000 * seconds:7.1f} ms")
 overhead = times["LoRA, unmerged"] / times["LoRA, merged"] - 1
-print(f"unmerged is {100 * overhead:+.0f}% vs merged for 32 tokens through {len(lora.lora_layers(unmerged))} adapted layers")
+noise = abs(times["base model (no LoRA)"] / times["LoRA, merged"] - 1)  # the same operations: only noise differs
+print(f"unmerged is {100 * overhead:+.0f}% vs merged for 32 tokens through {len(lora.lora_layers(unmerged))} adapted "
+      f"layers; base vs merged, which run the same operations, differ by {100 * noise:.0f}%: the noise of this timing")
+print("verdict:", "the unmerged overhead is larger than the noise" if overhead > 2 * noise else
+      "inconclusive on this run: the overhead is not clearly larger than the noise (re-run on a quiet machine)")
 
 # %% [markdown]
-# Read the numbers above rather than a slogan: merged and base run the same operations, so they take the same
-# time up to timing noise, and the unmerged overhead printed above is the price of the extra small matmuls on
-# this machine, for this batch. Other hardware and batch sizes give other percentages: re-run the cell to see
-# yours. Merging is free to do after training, so it is the right default for deployment — but keep the
-# adapter unmerged when you want to swap adapters on one base model, or when the base is 4-bit (merging into NF4
-# weights would have to re-quantize them; `LoRALinear.merge` refuses).
+# Read the numbers above rather than a slogan: merged and base run the same operations, so whatever separates
+# them is timing noise (other jobs on the CPU), and the unmerged overhead means something only when it is clearly
+# larger than that; then it is the price of the extra small matmuls on this machine, for this batch. Other
+# hardware and batch sizes give other percentages: re-run the cell to see yours.
+#
+# In fp32 a merge costs nothing but the one addition; stored in 16 bits it keeps the update only up to the
+# format's steps, and into NF4 it swamps it (measured in the section before). Merge for a 16-bit deployment of
+# one task; keep the adapter unmerged when you want to swap adapters on one base model, or when the base is
+# 4-bit (`LoRALinear.merge` refuses).
 #
 # **Next:** notebook 03 counts these parameters for real models, from 135M to 70B, without loading any weights.
 

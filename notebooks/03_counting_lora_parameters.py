@@ -16,13 +16,14 @@
 # # 03 · Counting LoRA parameters
 # ![Colab: not published yet](https://img.shields.io/badge/Colab-not%20published%20yet-lightgrey) *This copy names no GitHub repository: its Colab setup cell says what to type there.*
 #
-# **You will:** count LoRA's trainable parameters by hand with r·(d_in + d_out); re-check every worked example
-# of the seed notes (one of them is wrong); find the right `target_modules` names for Llama, GPT-2 and BERT;
-# see how the count grows with the rank from 135M to 70B parameters; and check the claim that a 4-bit model
-# has "fewer parameters".
+# **You will:** count LoRA's trainable parameters by hand with r·(d_in + d_out); check the counts that widely
+# shared tutorials print (two of them are wrong, and grouped-query attention explains both); find the right
+# `target_modules` names for Llama, GPT-2 and BERT; see how the count grows with the rank from 135M to 70B
+# parameters; and check the claim that a 4-bit model has "fewer parameters".
 #
-# **Runs in:** about 25 s on a 2-core CPU (`make course` measured 22 s). Big models are built on PyTorch's `meta` device: every shape, no
-# weights, so Llama-2-70B is counted in well under a second.
+# **Runs in:** about 25 s on a quiet 2-core CPU (`make course` measured 22 s for the version before this one);
+# this copy ran in 64 s on a 2-core CPU shared with other jobs. Big models are built on PyTorch's `meta` device:
+# every shape, no weights, so Llama-2-70B is counted in well under a second.
 
 # %% tags=["colab-setup"]
 # @title Colab setup: installs the course on Colab (elsewhere this cell does nothing) { display-mode: "form" }
@@ -131,17 +132,18 @@ _ = torch.manual_seed(0)
 show_source(counting.layer_lora_params)
 
 # %% [markdown]
-# The seed notes give two worked examples. Computed, next to what they say:
+# Two worked examples found in widely shared tutorials, computed, next to what they print:
 
 # %%
 # NBVAL_CHECK_OUTPUT
 square = counting.layer_lora_params(4096, 4096, r=8)
-print(counting.verdict("4096x4096 at r=8, trainable", 65_536, square))
-print(counting.verdict("  ... as % of the layer (the seed says ~0.39%)", 0.39, 100 * square / 4096**2, digits=2))
-print(f"  ... times fewer: exactly {4096**2 // square}x (the seed says ~250x, a rounding of it)")
+print(counting.check_claim("4096x4096 at r=8, trainable", 65_536, square))
+print(counting.check_claim("  ... as % of the layer (printed as ~0.39%)", 0.39, 100 * square / 4096**2, digits=2))
+print(f"  ... exactly {100 * square / 4096**2}% of the layer, {4096**2 // square}x fewer "
+      "(printed as ~250x, a rounding)")
 rect = counting.layer_lora_params(5000, 4000, r=8)
-print(counting.verdict("5000x4000 at r=8, trainable", 72_000, rect))
-print(counting.verdict("  ... reduction in % (the seed says 99.6%)", 99.6, 100 * (1 - rect / (5000 * 4000)), digits=1))
+print(counting.check_claim("5000x4000 at r=8, trainable", 72_000, rect))
+print(counting.check_claim("  ... reduction in % (printed as 99.6%)", 99.6, 100 * (1 - rect / (5000 * 4000)), digits=1))
 
 # %% [markdown]
 # All right (the 0.39% is the exact 0.390625% rounded).
@@ -161,7 +163,7 @@ print(llama2_7b.model.layers[0].self_attn)
 print("device of the weights:", llama2_7b.model.layers[0].self_attn.q_proj.weight.device)
 
 # %% [markdown]
-# ### Llama-2-7B, q_proj + v_proj, r = 8 (the seed's recipe)
+# ### Llama-2-7B, q_proj + v_proj, r = 8 (the most widely copied recipe)
 #
 # By hand: 32 layers × 2 projections × 8·(4096 + 4096) = 4,194,304. Then the same number from
 # `lora_param_count`, and from PEFT itself on a fresh meta model (`peft_summary` runs `get_peft_model` and
@@ -174,16 +176,18 @@ ours = counting.lora_param_count(llama2_7b, ["q_proj", "v_proj"], r=8)
 peft_7b, (trainable, total) = counting.peft_summary(models.synthetic_model("llama-2-7b"), ["q_proj", "v_proj"], r=8)
 print(f"by hand {by_hand:,}, lora_param_count {ours:,}, PEFT {trainable:,} -> agree: {by_hand == ours == trainable}")
 peft_7b.print_trainable_parameters()
-print(counting.verdict("Llama-2-7B trainable", 4_194_304, trainable))
-print(counting.verdict("Llama-2-7B all params", 6_742_609_920, total))
-print(counting.verdict("Llama-2-7B trainable%", 0.0622, 100 * trainable / total))
+print(counting.check_claim("Llama-2-7B trainable", 4_194_304, trainable))
+print(counting.check_claim("Llama-2-7B all params", 6_742_609_920, total))
+print(counting.check_claim("Llama-2-7B trainable%", 0.0622, 100 * trainable / total))
 
 # %% [markdown]
 # ### Llama-3.2-1B, q_proj + v_proj, r = 8
 #
-# Another seed note prints `trainable params: 4,194,304 || all params: 1,239,863,296 || trainable%: 0.34` for
-# Llama-3.2-1B. That trainable count is the 7B one again. Llama-3.2-1B has 16 layers, hidden size 2048, and
-# *grouped-query attention*: 32 query heads but only 8 key/value heads of size 64, so `v_proj` maps
+# > **Claims you will meet.** `trainable params: 4,194,304 || all params: 1,239,863,296 || trainable%: 0.34`,
+# > printed for Llama-3.2-1B with q+v at r = 8 in widely shared tutorials. Computed below: 851,968.
+#
+# That trainable count is Llama-2-7B's again. Llama-3.2-1B has 16 layers, hidden size 2048, and *grouped-query
+# attention* (GQA): 32 query heads but only 8 key/value heads of size 64, so `v_proj` (and `k_proj`) map
 # 2048 → 512, not 2048 → 2048.
 
 # %%
@@ -198,19 +202,24 @@ ours = counting.lora_param_count(llama32_1b, ["q_proj", "v_proj"], r=8)
 peft_1b, (trainable, total) = counting.peft_summary(models.synthetic_model("llama-3.2-1b"), ["q_proj", "v_proj"], r=8)
 print(f"by hand {by_hand:,}, lora_param_count {ours:,}, PEFT {trainable:,} -> agree: {by_hand == ours == trainable}")
 peft_1b.print_trainable_parameters()
-print(counting.verdict("Llama-3.2-1B trainable", 4_194_304, trainable))
-print(counting.verdict("Llama-3.2-1B all params", 1_239_863_296, total))
-print(counting.verdict("Llama-3.2-1B trainable%", 0.34, 100 * trainable / total, digits=2))
+print(counting.check_claim("Llama-3.2-1B trainable", 4_194_304, trainable))
+print(counting.check_claim("Llama-3.2-1B all params", 1_239_863_296, total))
+print(counting.check_claim("Llama-3.2-1B trainable%", 0.34, 100 * trainable / total, digits=2))
+print(f"Llama-3.2-1B, q+v, r=8: {trainable:,} trainable of {total:,} ({100 * trainable / total:.3f}%)")
 
 # %% [markdown]
 # The truth is **851,968** trainable of 1,236,666,368 (0.069%). (Our total counts the tied input/output
-# embedding once, as PEFT does; the seed's total is not reproducible either.)
+# embedding once, as PEFT does; the printed total matches no way of counting this model either.)
+#
+# **Exercise 2** in [`exercises/03_counting_lora_parameters.ipynb`](../exercises/03_counting_lora_parameters.ipynb):
+# predict a Llama model's q+v count from its config alone, grouped-query attention included.
 #
 # ## Which names to target, per architecture
 #
-# `target_modules` are *names*, and every architecture names its layers differently. The seed notes list
-# Llama `["q_proj", "v_proj"]`, GPT `["c aftn"]` (a typo for `c_attn`) and BERT `["query", "value"]`. Find the
-# names yourself with `model.named_modules()`; `lora.describe_linear_layers` groups the linear ones by suffix.
+# `target_modules` are *names*, and every architecture names its layers differently. Tutorials list Llama
+# `["q_proj", "v_proj"]`, GPT-2 `["c_attn"]` (one widely copied list misspells it `"c aftn"`) and BERT
+# `["query", "value"]`. Find the names yourself with `model.named_modules()`; `lora.describe_linear_layers`
+# groups the linear ones by suffix.
 # Tiny random models have the same names as the full-size ones:
 
 # %%
@@ -230,8 +239,8 @@ for arch, model in tiny.items():
 # * **BERT**: `query key value`, then `attention.output.dense`, `intermediate.dense`, `output.dense`, and the
 #   `pooler.dense`.
 #
-# A name that matches nothing is an error that shows the names that do exist (PEFT raises too, but without the
-# list):
+# A name that matches nothing — here the misspelled one — is an error that shows the names that do exist (PEFT
+# raises too, but without the list):
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -241,6 +250,9 @@ except ValueError as err:
     print("ValueError:", err)
 
 # %% [markdown]
+# **Exercise 1** in [`exercises/03_counting_lora_parameters.ipynb`](../exercises/03_counting_lora_parameters.ipynb):
+# put LoRA on GPT-2's fused `c_attn` at r = 4 … 32 yourself, count, and plot.
+#
 # The recipes at r = 8 on full-size shapes (configs only), each cross-checked against PEFT on a fresh copy:
 
 # %%
@@ -314,22 +326,47 @@ for shape in ("smollm2-135m", "llama-2-7b", "llama-2-70b"):
           f"  r=256 all-linear: {al[-1]['percent']:.1f}% of the model, q+v: {qv[-1]['percent']:.2f}%")
 
 # %% [markdown]
-# The MLP matrices are wide, so all-linear trains several times more than q+v at the same rank (grouped-query
-# attention makes the ratio larger still, since q+v is then the cheapest pair). The share of the model shrinks
-# with model size: at the same rank a small model's adapters are a far larger fraction of it. The number of
-# *trainable* parameters is rarely what fills memory; the frozen weights and the activations are (notebook 05).
+# The MLP matrices are wide, so all-linear trains several times more than q+v at the same rank. The share of the
+# model shrinks with model size: at the same rank a small model's adapters are a far larger fraction of it. The
+# number of *trainable* parameters is rarely what fills memory; the frozen weights and the activations are
+# (notebook 05).
+#
+# Grouped-query attention also decides which pair of attention projections is cheapest. Every pair on Llama-3-8B
+# (GQA, 8 key/value heads) and Llama-2-7B (none), at r = 8:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from itertools import combinations
+
+for shape in ("llama-3-8b", "llama-2-7b"):
+    model = models.synthetic_model(shape)
+    pairs = {f"{a[0]}+{b[0]}": counting.lora_param_count(model, [a, b], r=8)
+             for a, b in combinations(("q_proj", "k_proj", "v_proj", "o_proj"), 2)}
+    print(f"{shape:<11} " + "  ".join(f"{pair} {n:,}" for pair, n in sorted(pairs.items(), key=lambda kv: kv[1])))
+
+# %% [markdown]
+# With GQA, `k_proj` and `v_proj` are the narrow ones (4096 → 1024 here), so **k+v** is the cheapest pair and
+# q+v sits in the middle; without GQA every pair costs the same.
 #
 # ## "All params shrinks in 4-bit": checked
 #
-# A seed note shows a 4-bit QLoRA setup of Llama-2-7B printing `all params: 3,752,071,168` (vs 6,742,609,920
-# in 16-bit) and explains "All params is smaller because the base model is 4-bit!". The number of *values* in
-# a matrix does not depend on how many bits each takes. What does change is how they are *stored*:
-# bitsandbytes packs two 4-bit values into one byte of a `Params4bit` tensor, so its `numel()` is half. Today's
+# > **Claims you will meet.** A 4-bit QLoRA setup of Llama-2-7B printing `trainable params: 4,194,304 || all
+# > params: 3,752,071,168 || trainable%: 0.1118`, explained as "all params is smaller because the base model is
+# > 4-bit" (a claim found in widely shared tutorials). Measured below: today's PEFT prints the same all-params
+# > count in 4-bit as in 16-bit, and 3,752,071,168 is not a count of Llama-2-7B at all.
+#
+# The number of *values* in a matrix does not depend on how many bits each takes. What does change is how they
+# are *stored*: bitsandbytes packs two 4-bit values into one byte of a `Params4bit` tensor, so its `numel()` is
+# half. Today's
 # PEFT undoes that (`numel × 2 × bytes per storage element` in `get_nb_trainable_parameters`), and so does
 # `counting.trainable_summary`.
 #
-# Checked for real: the embedded SmolLM2 loaded in 4-bit NF4 with bitsandbytes, **on this CPU** (bitsandbytes
-# 0.50 runs NF4 on CPU — another seed note says it does not), then PEFT LoRA on q+v at r = 8, vs the fp32 load.
+# Checked for real: the embedded SmolLM2 loaded in 4-bit NF4 with bitsandbytes, **on this CPU**, then PEFT LoRA
+# on q+v at r = 8, vs the fp32 load.
+#
+# > **Claims you will meet.** "QLoRA requires a CUDA GPU" (a claim found in widely shared tutorials). The next
+# > cell loads a model in 4-bit NF4 on a CPU: bitsandbytes 0.50 runs NF4 quantization, the 4-bit forward and
+# > backward on CPUs (slowly; a GPU is what makes it fast).
 
 # %%
 bnb_config = models.nf4_config(torch.float32)  # the course's one BitsAndBytesConfig: NF4, double quantization
@@ -355,31 +392,61 @@ print("  = what the 4-bit simulation predicts from the fp32 shapes:",
       packed_4bit == predicted_packed)
 
 # %% [markdown]
-# So PEFT today prints the *same* "all params" for the 4-bit and the fp32 model; the shrinking number is a count
-# of stored elements that ignores the packing. For Llama-2-7B that count can be computed from the meta model
-# (every linear weight but `lm_head` halved):
+# So PEFT today prints the *same* "all params" for the 4-bit and the fp32 model; a shrinking number is a count
+# of stored elements that ignores the packing (older PEFT versions printed that). For Llama-2-7B that count can
+# be computed from the meta model (every linear weight but `lm_head` halved), with its 4,194,304 adapter
+# parameters added, as PEFT adds them:
 
 # %%
 # NBVAL_CHECK_OUTPUT
 stored_7b = counting.stored_elements_if_4bit(models.synthetic_model("llama-2-7b")) + 4_194_304
-print(counting.verdict("Llama-2-7B 4-bit all params, as PEFT prints it today", 3_752_071_168, 6_742_609_920))
-print(counting.verdict("Llama-2-7B 4-bit stored elements (packing ignored)", 3_752_071_168, stored_7b))
+print(counting.check_claim("Llama-2-7B 4-bit all params, as PEFT prints it today", 3_752_071_168, 6_742_609_920))
+print(counting.check_claim("Llama-2-7B 4-bit stored elements (packing ignored)", 3_752_071_168, stored_7b))
 
 # %% [markdown]
-# Neither reading reproduces the seed's 3,752,071,168: today PEFT prints the unchanged 6,742,609,920, and even a
-# count that ignores the packing gives 3,504,607,232. What 4-bit shrinks is **bytes**, not parameters —
-# notebooks 04 and 05 measure those.
+# Neither reading of Llama-2-7B gives 3,752,071,168. Whose count is it? A 7B model with *more* linear weights:
+# Mistral-7B, the same Llama layout with grouped-query attention (8 key/value heads) and a wider MLP (14,336).
+# Its 4-bit stored-element count, from its config on the meta device:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from transformers import MistralConfig
+
+mistral = counting.meta_model(MistralConfig())  # the defaults are Mistral-7B's shape
+linear_mistral = sum(m.weight.numel() for n, m in mistral.named_modules() if lora.is_linear(m) and n != "lm_head")
+stored_mistral = counting.stored_elements_if_4bit(mistral)
+print(f"Mistral-7B: {counting.trainable_summary(mistral)[1]:,} parameters, {linear_mistral:,} of them in decoder "
+      f"linear layers")
+print(f"  4-bit stored elements = {linear_mistral:,} / 2 + {stored_mistral - linear_mistral // 2:,} (embeddings, "
+      f"head, norms) = {stored_mistral:,}")
+qv_mistral = counting.lora_param_count(mistral, ["q_proj", "v_proj"], r=8)
+print(f"  q+v at r=8 on Mistral-7B: {qv_mistral:,} trainable (v_proj maps 4096 -> "
+      f"{mistral.model.layers[0].self_attn.v_proj.out_features}), not 4,194,304")
+llama2_mlp = models.synthetic_config("llama-2-7b").intermediate_size
+print(f"  its MLP is {mistral.config.intermediate_size:,} wide, Llama-2-7B's {llama2_mlp:,}")
+print(counting.check_claim("the printed all params vs Mistral-7B's 4-bit stored elements", 3_752_071_168,
+                           stored_mistral))
+print(f"the printed trainable% = 4,194,304 / 3,752,071,168 = {100 * 4_194_304 / 3_752_071_168:.4f}%")
+
+# %% [markdown]
+# **3,752,071,168 is Mistral-7B**, counted in 4-bit with the packing ignored (and before its adapters). The printed
+# line pastes it next to Llama-2-7B's trainable count: on Mistral-7B, q+v at r = 8 trains 3,407,872, not 4,194,304,
+# because GQA makes its `v_proj` 4096 → 1024. The trainable% 0.1118 is the quotient of the two numbers from two
+# models. Two lessons in one line: a count depends on the architecture (GQA shrinks `k_proj`/`v_proj`), and what
+# 4-bit shrinks is **bytes**, not parameters — notebooks 04 and 05 measure those.
 #
 # ## Summary
 #
 # * One layer: `r·(d_in + d_out)`. A model: the sum over the targeted layers — compute it from a config on the
 #   `meta` device with `counting.lora_param_count`, and check names with `lora.describe_linear_layers`.
-# * Llama-2-7B q+v at r = 8: 4,194,304 (0.0622%) — right in the seeds. Llama-3.2-1B: 851,968, not 4,194,304.
-# * Grouped-query attention makes `k_proj`/`v_proj` narrow, so per-model counts need the real shapes.
+# * Llama-2-7B q+v at r = 8: 4,194,304 (0.0622%), as printed everywhere. Llama-3.2-1B: 851,968, not 4,194,304;
+#   Mistral-7B: 3,407,872.
+# * Grouped-query attention makes `k_proj`/`v_proj` narrow (k+v is then the cheapest pair), so per-model counts
+#   need the real shapes.
 # * 4-bit changes the bytes per parameter, not the number of parameters.
 #
-# **Exercises** (in `exercises/03_counting_lora_parameters.ipynb`): the GPT-2 rank sweep of the seed exercise,
-# and predicting a Llama count from its config by hand.
+# **Exercises** (in [`exercises/03_counting_lora_parameters.ipynb`](../exercises/03_counting_lora_parameters.ipynb)):
+# the classic GPT-2 rank sweep, and predicting a Llama count from its config by hand.
 
 # %% [markdown]
 # ## Explore: the LoRA parameter calculator

@@ -113,7 +113,8 @@ from course_lib import checks
 # %% [markdown]
 # ## 1. The best rank-k approximation
 # Return the best rank-`k` approximation of the 2-D tensor `W` (Eckart–Young): keep the `k` largest singular
-# triplets of `torch.linalg.svd(W, full_matrices=False)` and multiply them back together.
+# triplets of `torch.linalg.svd(W, full_matrices=False)` and multiply them back together. Write it from the
+# SVD yourself: the checker refuses a function that calls `course_lib.lowrank`'s own `rank_k_approx`.
 
 # %%
 def rank_k_approx(W: torch.Tensor, k: int) -> torch.Tensor:
@@ -126,9 +127,34 @@ def rank_k_approx(W: torch.Tensor, k: int) -> torch.Tensor:
 checks.check_rank_k_approx(rank_k_approx)
 
 # %% [markdown]
-# ## 2. What low rank saves
-# Return a pair: how many numbers an `m × n` matrix stores, and how many its rank-`r` factors
-# (`m × r` and `r × n`) store. This is the count behind every LoRA parameter table.
+# ## 2. Predict, then measure
+# The matrix below has singular values exactly 5, 4, 3, 2 and 1 (it is built as `U · diag(5, 4, 3, 2, 1) · Vᵀ`
+# with random orthonormal `U` and `V`). **Before running anything**, work out by hand what error your
+# `rank_k_approx(W, 2)` must leave: `‖W − W_2‖_F` (Frobenius) and `‖W − W_2‖_2` (spectral). Return the two
+# numbers from `predict()` (arithmetic only: no SVD, no norm). The checker then measures both with your
+# `rank_k_approx`.
+
+# %%
+from course_lib.checks.nb01_low_rank import matrix_with_singular_values
+
+W = matrix_with_singular_values((5.0, 4.0, 3.0, 2.0, 1.0))
+print("W has shape", tuple(W.shape))
+
+
+def predict() -> tuple[float, float]:
+    ### BEGIN SOLUTION
+    # Eckart–Young: rank 2 drops 3, 2 and 1
+    return (3**2 + 2**2 + 1**2) ** 0.5, 3.0
+    ### END SOLUTION
+
+
+checks.check_error_prediction(predict, rank_k_approx)
+
+# %% [markdown]
+# ## 3. What low rank saves
+# Return a pair: how many numbers an `m × n` matrix stores, and how many its rank-`r` factors store: `B` of
+# shape `m × r` and `A` of shape `r × n` (PEFT's names for a layer with `d_out = m`, `d_in = n`). This is the
+# count behind every LoRA parameter table.
 
 # %%
 def storage_count(m: int, n: int, r: int) -> tuple[int, int]:
@@ -140,7 +166,7 @@ def storage_count(m: int, n: int, r: int) -> tuple[int, int]:
 checks.check_storage_count(storage_count)
 
 # %% [markdown]
-# ## 3. When does low rank stop saving?
+# ## 4. When does low rank stop saving?
 # Write `break_even_rank(m, n)`: the smallest rank `r` at which the factors of an `m × n` matrix store at least
 # as many numbers as the matrix itself. Use your `storage_count`. The checker tries square and rectangular shapes.
 

@@ -16,8 +16,10 @@
 # # 04 · NF4 quantization — exercises
 # ![Colab: not published yet](https://img.shields.io/badge/Colab-not%20published%20yet-lightgrey) *This copy names no GitHub repository: its Colab setup cell says what to type there.*
 #
-# **You will:** map a number to its nearest NF4 code (ties included), quantize one block exactly as
-# bitsandbytes does, and compute the storage cost of NF4 with and without double quantization.
+# **You will:** derive the NF4 table from normal quantiles yourself, map a number to its nearest NF4 code (ties
+# included), quantize one block exactly as bitsandbytes does, measure how often each level is used, and predict
+# the bytes bitsandbytes stores before it stores them. Build each from the matrices and formulas: the checkers
+# refuse a function that calls `course_lib.nf4`'s own version (or bitsandbytes') instead.
 #
 # **Runs in:** ~5 s on a 2-core CPU.
 
@@ -118,7 +120,30 @@ _ = torch.manual_seed(0)
 nf4.NF4_CODE
 
 # %% [markdown]
-# ## Exercise 1 — the nearest NF4 value
+# ## Exercise 1 — the NF4 table from normal quantiles
+#
+# Write `nf4_table(offset)`: the 16 NF4 values, sorted, in [-1, 1]. Take 8 quantiles of the standard normal for the
+# positive half, at probabilities evenly spaced from `offset` down to 0.5 (`torch.linspace(offset, 0.5, 9)`,
+# dropping the last, 0.5 itself), 7 for the negative half the same way (`torch.linspace(offset, 0.5, 8)`, negated),
+# and an exact 0; divide by the largest. `torch.special.ndtri(p)` is the inverse normal CDF. To get bitsandbytes'
+# table bit for bit, do as it does: the probabilities in float32 (linspace's default), the quantiles in float64,
+# back to float32 before sorting and dividing. With bitsandbytes' `offset = 0.9677083` your table must be its
+# own; the checker also tries other offsets.
+
+# %%
+def nf4_table(offset: float = 0.9677083) -> torch.Tensor:
+    ### BEGIN SOLUTION
+    positive = torch.special.ndtri(torch.linspace(offset, 0.5, 9)[:-1].double())
+    negative = -torch.special.ndtri(torch.linspace(offset, 0.5, 8)[:-1].double())
+    values = torch.cat([positive, torch.zeros(1, dtype=torch.float64), negative]).float().sort().values
+    return values / values.max()
+    ### END SOLUTION
+
+
+checks.check_nf4_table(nf4_table)
+
+# %% [markdown]
+# ## Exercise 2 — the nearest NF4 value
 #
 # Write `nearest_nf4(x)`: the index `i` (0..15) of the value of `nf4.NF4_CODE` closest to the float `x` in
 # [-1, 1]. When `x` sits exactly halfway between two values, bitsandbytes keeps the **smaller** index.
@@ -134,7 +159,7 @@ def nearest_nf4(x: float) -> int:
 checks.check_nearest_nf4(nearest_nf4)
 
 # %% [markdown]
-# ## Exercise 2 — one block
+# ## Exercise 3 — one block
 #
 # Write `quantize_block(block)` for a 1-D float32 block: return `(codes, absmax)` where `absmax` is the largest
 # magnitude in the block and `codes[i]` the NF4 index of `block[i] * (1 / absmax)`. An all-zero block must give
@@ -154,7 +179,36 @@ def quantize_block(block: torch.Tensor):
 checks.check_quantize_block(quantize_block)
 
 # %% [markdown]
-# ## Exercise 3 — bits per parameter
+# ## Exercise 4 — predict, then measure: how often is each level used?
+#
+# If NF4's levels held equal shares of the weights, each would get 1/16 = 6.25%. **Before you run anything**,
+# write down which levels you expect Gaussian weights in blocks of 64 to use most and least, and roughly how often
+# a level at ±1 is used (each block has exactly one value that scales to ±1: its absmax). Then write
+# `level_usage(blocks)` for a 2-D tensor holding one block of 64 per row: quantize every row with your
+# `quantize_block` and return the share of all values that each code 0..15 received (16 numbers summing to 1).
+
+# %%
+def level_usage(blocks: torch.Tensor) -> torch.Tensor:
+    ### BEGIN SOLUTION
+    counts = torch.zeros(16)
+    for block in blocks:
+        codes, _ = quantize_block(block)
+        counts += torch.bincount(torch.as_tensor(codes).long(), minlength=16)
+    return counts / counts.sum()
+    ### END SOLUTION
+
+
+checks.check_level_usage(level_usage)
+
+# %%
+gaussian_blocks = torch.randn(2000, 64, generator=torch.Generator().manual_seed(1))
+shares = level_usage(gaussian_blocks)
+print("share per code:", [f"{v:.1%}" for v in shares.tolist()])
+print(f"least used: code {int(shares.argmin())} ({shares.min():.1%}); most used: code {int(shares.argmax())} "
+      f"({shares.max():.1%}). Compare with your prediction.")
+
+# %% [markdown]
+# ## Exercise 5 — bits per parameter
 #
 # Write `bits_per_param(blocksize, double_quant)`: 4 bits per weight, plus one fp32 absmax per block; with double
 # quantization that absmax becomes 8 bits, plus one fp32 scale for every 256 absmax values.
@@ -169,6 +223,20 @@ def bits_per_param(blocksize: int, double_quant: bool) -> float:
 
 
 checks.check_bits_per_param(bits_per_param)
+
+# %% [markdown]
+# Now **predict** how many bytes bitsandbytes stores for `numel` weights (block size 64): write
+# `predict_stored_bytes(numel, double_quant)` from your `bits_per_param` (no quantizing). The checker then
+# quantizes a tensor with bitsandbytes and compares its packed codes and block constants with your prediction.
+
+# %%
+def predict_stored_bytes(numel: int, double_quant: bool) -> float:
+    ### BEGIN SOLUTION
+    return bits_per_param(64, double_quant) * numel / 8
+    ### END SOLUTION
+
+
+checks.check_stored_bytes_prediction(predict_stored_bytes)
 
 # %% [markdown] tags=["solution-only"]
 # ## Quiz key (the quiz at the end of notebook 04)

@@ -92,3 +92,24 @@ def test_verdict_says_which_is_right():
     assert "WRONG" in counting.verdict("x", 4_194_304, 851_968)
     assert "seed is right" in counting.verdict("x", 65_536, 65_536)
     assert "seed is right" in counting.verdict("x", 0.0622, 0.062205, digits=4)
+
+
+def test_check_claim_says_whether_a_printed_number_agrees():
+    assert counting.check_claim("x", 4_194_304, 851_968) == "x: printed 4,194,304, computed 851,968 -> does NOT agree"
+    assert counting.check_claim("x", 65_536, 65_536).endswith("-> agrees")
+    assert counting.check_claim("x", 0.0622, 0.062205, digits=4).endswith("-> agrees")
+    assert "seed" not in counting.check_claim("x", 1, 2)  # students have no seed notes
+
+
+def test_the_mistral_7b_count_the_tutorials_print_for_a_4bit_model():
+    """3,752,071,168: Mistral-7B's linear weights halved (two 4-bit values per stored byte) plus the rest, before
+    adapters; its q+v at r=8 trains 3,407,872 because grouped-query attention narrows v_proj."""
+    from transformers import MistralConfig
+
+    mistral = counting.meta_model(MistralConfig())
+    assert counting.stored_elements_if_4bit(mistral) == 6_979_321_856 // 2 + 262_410_240 == 3_752_071_168
+    assert counting.lora_param_count(mistral, ["q_proj", "v_proj"], 8) == 3_407_872
+    llama = models.synthetic_model("llama-3-8b")
+    pairs = {(a, b): counting.lora_param_count(llama, [a, b], 8)
+             for a, b in (("q_proj", "v_proj"), ("k_proj", "v_proj"), ("q_proj", "k_proj"), ("q_proj", "o_proj"))}
+    assert min(pairs, key=pairs.get) == ("k_proj", "v_proj")  # with GQA, k+v is the cheapest pair

@@ -190,7 +190,18 @@ WRONG = {
     "check_best_arm_within_budget": lambda rows, task, budget: "LoRA r=8",
     "check_qlora_ratio": lambda rows, task: 1.0,
     "check_prediction": lambda: "maybe",
+    "check_error_prediction": (lambda: (3.0, 3.0), lambda W, k: torch.linalg.svd(W)[0][:, :k] @ torch.diag(
+        torch.linalg.svd(W)[1][:k]) @ torch.linalg.svd(W)[2][:k]),  # the Frobenius error taken for the spectral
+    "check_first_gradients": (lambda: (False, True), lambda layer, x: layer.base_layer(x) + layer.scaling * (
+        x @ layer.lora_A.weight.T @ layer.lora_B.weight.T)),  # the prediction upside down
+    "check_nf4_table": lambda offset: torch.linspace(-1, 1, 16),  # evenly spaced: INT4's idea, not NF4's
+    "check_level_usage": lambda blocks: torch.full((16,), 1 / 16),  # the equal share NF4 does not get
+    "check_stored_bytes_prediction": lambda numel, dq: numel / 2,  # the codes alone
 }
+
+
+def _run(check, answer):
+    return check(*answer) if isinstance(answer, tuple) else check(answer)
 
 
 def test_no_hint_step_gives_the_solution_away():
@@ -199,7 +210,8 @@ def test_no_hint_step_gives_the_solution_away():
     secrets = set().union(*(secret_lines(s) for s in SOLUTIONS))
     code = {line for line in secrets if len(line) > 20 and not line.startswith("#")}
     for name, wrong in WRONG.items():
-        messages = _failures(getattr(checks, name), wrong)
+        check = getattr(checks, name)
+        messages = _failures((lambda w, c=check: _run(c, w)) if isinstance(wrong, tuple) else check, wrong)
         assert "Hint 1 of" in messages[0], name
         steps = {m.split("\n", 1)[1] for m in messages}
         assert len(steps) >= 2, f"{name} has a single hint: a second failure must give more"
@@ -359,3 +371,115 @@ def test_notebook_09_checkers_pass_the_reference_and_catch_the_table_traps():
             check(wrong)
     with pytest.raises(checks.ExerciseNotDone):
         checks.check_qlora_ratio(lambda rows, task: (_ for _ in ()).throw(NotImplementedError()))
+
+
+# ------------------------------------------------------------------- answers that hand back the course's own
+def _honest_rank_k(W, k):
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    return (U[:, :k] * S[:k]) @ Vh[:k]
+
+
+def _honest_forward(layer, x):
+    return layer.base_layer(x) + layer.scaling * (layer.dropout(x) @ layer.lora_A.weight.T @ layer.lora_B.weight.T)
+
+
+def _delegating():
+    """For every checker of notebooks 01-04 with a course implementation behind it: answers that call it (or the
+    library it is checked against) instead of doing the work, in the ways a student would."""
+    import bitsandbytes.functional as bnbF
+    from transformers import GPT2Config
+
+    from course_lib import counting, lora, lowrank, memory, nf4
+    from course_lib.lowrank import rank_k_approx as imported_earlier  # an alias: still the course's function
+
+    def course_block(block):
+        packed, absmax = nf4.quantize_nf4(block, 64)
+        return nf4.unpack_nibbles(packed, block.numel()), absmax.item()
+
+    def merge_by_hand_with_the_course_delta(layer):
+        with torch.no_grad():
+            layer.base_layer.weight += layer.delta_weight()
+        layer.merged = True
+
+    return {
+        "check_rank_k_approx": [lambda W, k: lowrank.rank_k_approx(W, k), imported_earlier,
+                                lambda W, k: lowrank.low_rank_weights({"w": W}, k)["w"]],
+        "check_error_prediction": [
+            (lambda: (lowrank.tail_norm(torch.tensor([5.0, 4, 3, 2, 1]), 2), 3.0), _honest_rank_k),  # measured
+            (lambda: ((3**2 + 2**2 + 1) ** 0.5, 3.0), lowrank.rank_k_approx)],  # the course's rank_k_approx
+        "check_storage_count": [lowrank.storage_count,
+                                lambda m, n, r: (m * n, counting.layer_lora_params(n, m, r))],
+        "check_lora_forward": [lambda layer, x: layer(x), lambda layer, x: lora.LoRALinear.forward(layer, x),
+                               lambda layer, x: layer.base_layer(x) + (x @ layer.delta_weight().T
+                                                                       if not layer.fan_in_fan_out
+                                                                       else x @ layer.delta_weight())],
+        "check_lora_merge": [lambda layer: layer.merge(), merge_by_hand_with_the_course_delta,
+                             lambda layer: lora.merge_all(layer)],
+        "check_first_gradients": [(lambda: (True, False), lambda layer, x: layer(x))],
+        "check_gpt2_counts": [lambda r: counting.lora_param_count(counting.meta_model(GPT2Config()), ["c_attn"], r)],
+        "check_predict_qv_count": [
+            lambda config, r: counting.lora_param_count(counting.meta_model(config), ["q_proj", "v_proj"], r),
+            lambda config, r: config.num_hidden_layers * sum(
+                r * sum(memory.linear_shapes(config)[n]) for n in ("q_proj", "v_proj"))],
+        "check_nf4_table": [lambda offset: nf4.nf4_code_from_normal(offset),
+                            lambda offset: bnbF.get_4bit_type("nf4", device="cpu"),
+                            lambda offset: nf4.NF4_CODE.clone()],  # a copied table: the same at every offset
+        "check_nearest_nf4": [lambda x: int(nf4.nearest_code(torch.tensor([x]), nf4.NF4_CODE)[0])],
+        "check_quantize_block": [course_block],
+        "check_level_usage": [lambda blocks: nf4.level_usage(blocks.reshape(-1), 64)],
+        "check_bits_per_param": [nf4.bits_per_param, lambda bs, dq: nf4.stored_bytes(8 * bs, bs, dq) / bs],
+        "check_stored_bytes_prediction": [lambda numel, dq: nf4.stored_bytes(numel, 64, dq),
+                                          lambda numel, dq: nf4.bits_per_param(64, dq) * numel / 8],
+    }
+
+
+def test_every_checker_of_notebooks_01_to_04_refuses_the_course_own_answer():
+    from course_lib import checks
+
+    delegating = _delegating()
+    for module in ("nb01_low_rank", "nb02_lora", "nb03_counting", "nb04_nf4"):
+        names = [n for n in dir(checks) if n.startswith("check_") and getattr(checks, n).__module__.endswith(module)]
+        missing = set(names) - set(delegating) - {"check_break_even_rank"}  # no course implementation to call
+        assert not missing, f"no delegation case for {sorted(missing)}"
+    for name, answers in delegating.items():
+        for answer in answers:
+            with pytest.raises(checks.ExerciseIncorrect) as info:
+                _run(getattr(checks, name), answer)
+            message = str(info.value)
+            assert ("calls course_lib." in message or "calls bitsandbytes." in message
+                    or "does not depend on the offset" in message), (name, message)
+            assert re.search(r"Hint \d of \d", message), (name, message)  # and a hint, as every failure
+
+
+def test_honest_answers_to_the_new_exercises_pass(capsys):
+    import math
+
+    from course_lib import checks
+
+    checks.check_rank_k_approx(_honest_rank_k)
+    checks.check_error_prediction(lambda: (math.sqrt(9 + 4 + 1), 3.0), _honest_rank_k)
+    checks.check_lora_forward(_honest_forward)
+    checks.check_first_gradients(lambda: (True, False), _honest_forward)
+
+    def table(offset):
+        half = lambda n: torch.special.ndtri(torch.linspace(offset, 0.5, n)[:-1].double())  # noqa: E731
+        values = torch.cat([half(9), torch.zeros(1, dtype=torch.float64), -half(8)]).float().sort().values
+        return values / values.max()
+
+    checks.check_nf4_table(table)
+    mids = None
+
+    def block(b):
+        nonlocal mids
+        from course_lib import nf4
+
+        mids = (nf4.NF4_CODE[:-1] + nf4.NF4_CODE[1:]) / 2
+        absmax = b.abs().max()
+        return torch.bucketize(b * (1.0 / absmax.clamp(min=1e-38)), mids), absmax.item()
+
+    checks.check_quantize_block(block)
+    checks.check_level_usage(lambda blocks: sum(torch.bincount(block(b)[0], minlength=16) for b in blocks)
+                             / blocks.numel())
+    checks.check_stored_bytes_prediction(lambda n, dq: (4 + 8 / 64 + 32 / (64 * 256) if dq else 4.5) * n / 8)
+    out = capsys.readouterr().out
+    assert out.count("✓") == 8 and "bit for bit" in out

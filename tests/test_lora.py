@@ -213,3 +213,16 @@ def test_all_linear_excludes_output_head_like_peft():
             peft_targets = _maybe_include_all_linear_layers(LoraConfig(target_modules="all-linear"), model).target_modules
         assert set(lora.find_targets(model, "all-linear")) == set(peft_targets)
         assert "lm_head" not in lora.find_targets(model, "all-linear")
+
+
+def test_update_size_by_rank_measures_what_alpha_and_r_do():
+    base = models.tiny_model("llama")
+    ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(3))
+    fixed = train_loop.update_size_by_rank(base, ids, (2, 8, 32), lambda r: 16, steps=3, lr=1e-2)
+    doubling = train_loop.update_size_by_rank(base, ids, (2, 8, 32), lambda r: 2 * r, steps=3, lr=1e-2)
+    assert [row["scaling"] for row in fixed] == [8.0, 2.0, 0.5] and [row["alpha"] for row in doubling] == [4, 16, 64]
+    assert fixed[1] == doubling[1]  # at r = 8 both rules give alpha = 16: the very same run
+    # alpha = 2r keeps alpha/r and lets B·A's Adam steps grow with r; a fixed alpha takes that growth back
+    growth = lambda rows: rows[-1]["update"] / rows[0]["update"]  # noqa: E731
+    assert growth(doubling) > 4 * growth(fixed)
+    assert not lora.lora_layers(base)  # each rank trained a copy: the base model is left as it was

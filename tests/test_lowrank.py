@@ -103,3 +103,49 @@ def test_rank_explorer_static_fallback_and_bad_rank(monkeypatch, capsys):
     assert views[0]["stored"] == 2 * 22
     bad = widgets.rank_view(W, 11)  # above min(m, n): a message, not an exception
     assert "error" in bad and "1 <= k <= 10" in capsys.readouterr().out
+
+
+def test_answer_labels_count_only_what_follows_the_marker():
+    from course_lib import models
+
+    tokenizer = models.tiny_chat_tokenizer()  # one token per character
+    texts = ["Q: 1+1? A: 2.", "Q: 10+10? A: 20."]
+    batch, labels = lowrank.answer_labels(tokenizer, texts)
+    for i, text in enumerate(texts):
+        answer = text[text.index("A:") + 2:]
+        kept = labels[i][labels[i] != -100]
+        assert tokenizer.decode(kept) == answer  # the answer, and nothing of the prompt or the padding
+    with pytest.raises(ValueError, match="has no 'A:'"):
+        lowrank.answer_labels(tokenizer, ["no marker here"])
+    model = models.tiny_model("llama")
+    loss = lowrank.answer_loss(model, tokenizer, texts)
+    with torch.no_grad():
+        everything = model(**batch, labels=batch["input_ids"]).loss.item()
+    assert loss != pytest.approx(everything) and loss > 0  # a loss over fewer tokens, not the whole sentence
+
+
+def test_weights_replaced_puts_the_originals_back_even_after_an_error():
+    from course_lib import models
+
+    model = models.tiny_model("llama")
+    name = "model.layers.0.self_attn.q_proj"
+    original = dict(model.named_modules())[name].weight.detach().clone()
+    with pytest.raises(RuntimeError, match="inside"):
+        with lowrank.weights_replaced(model, {name: torch.zeros_like(original)}):
+            assert (dict(model.named_modules())[name].weight == 0).all()
+            raise RuntimeError("inside")
+    assert torch.equal(dict(model.named_modules())[name].weight, original)
+    with pytest.raises(KeyError, match="no module named 'nope'"):
+        lowrank.weights_replaced(model, {"nope": original})
+
+
+def test_low_rank_weights_is_the_truncated_svd():
+    weights = {"wide": _matrix(12, 30).float(), "tall": _matrix(30, 12, seed=3).float(), "thin": _matrix(3, 9).float()}
+    fast = lowrank.low_rank_weights(weights, 5)
+    for name, W in weights.items():
+        best = lowrank.rank_k_approx(W.double(), min(5, min(W.shape))).float()
+        assert fast[name].shape == W.shape and torch.allclose(fast[name], best, atol=1e-5), name
+    from course_lib import models
+
+    linear = lowrank.linear_weights(models.tiny_model("llama"))
+    assert linear and not any("lm_head" in name for name in linear)

@@ -144,3 +144,67 @@ def test_nf4_beats_int4_on_gaussian_weights():
     assert nf4.relative_rmse(w, "nf4") < nf4.relative_rmse(w, "fp4")
     with pytest.raises(ValueError, match="choose one of"):
         nf4.relative_rmse(w, "int3")
+
+
+def test_asymmetric_int4_spans_each_block_and_gives_back_its_own_grid():
+    g = torch.Generator().manual_seed(5)
+    # a Q4_1-like tensor: in every block of 32, 16 evenly spaced values from its minimum to its maximum
+    low, step = torch.randn(64, 1, generator=g), torch.rand(64, 1, generator=g) + 0.1
+    codes = torch.randint(0, 16, (64, 32), generator=g)
+    codes[:, 0], codes[:, 1] = 0, 15  # every block reaches both ends of its grid
+    w = (codes * step + low).reshape(-1)
+    assert torch.allclose(nf4.roundtrip(w, "int4-asym", 32), w, atol=1e-5)  # its own grid comes back
+    x = torch.randn(4099, generator=g)  # a short last block
+    back = nf4.roundtrip(x, "int4-asym", 64)
+    packed, minimum, s = nf4.quantize_int4_asym(x, 64)
+    assert packed.numel() == 2050 and minimum.numel() == s.numel() == 65
+    assert (back - x).abs().max() <= s.max() / 2 + 1e-6  # at most half a step off
+    assert torch.equal(nf4.roundtrip(torch.zeros(64), "int4-asym", 64), torch.zeros(64))  # no 0/0
+
+
+def test_equal_bits_means_twice_the_block_for_two_constants():
+    assert nf4.bits_per_weight("nf4", 64) == nf4.bits_per_weight("int4-asym", 128) == 4.5
+    rows = nf4.equal_bits_table({"w": torch.randn(64, 256, generator=torch.Generator().manual_seed(2))}, bits=(4.5,))
+    assert {r["kind"]: r["blocksize"] for r in rows} == {"nf4": 64, "fp4": 64, "int4": 64, "int4-asym": 128}
+    assert all(0 < r["w"] < 0.2 for r in rows)
+    with pytest.raises(ValueError, match="no block size gives"):
+        nf4.equal_bits_table({"w": torch.randn(64)}, bits=(4.3,))
+    with pytest.raises(ValueError, match="unknown format"):
+        nf4.bits_per_weight("int3")
+
+
+def test_level_usage_counts_codes_and_measures_the_crowded_middle():
+    w = torch.randn(64 * 2000, generator=torch.Generator().manual_seed(0))
+    usage = nf4.level_usage(w, 64)
+    packed, _ = nf4.quantize_nf4(w, 64)
+    assert torch.equal(usage, torch.bincount(nf4.unpack_nibbles(packed, w.numel()), minlength=16).double() / w.numel())
+    assert usage.sum().item() == pytest.approx(1.0)
+    assert usage.min() < 0.03 and usage.max() > 0.08  # not 1/16 each: the ends are rare, the middle crowded
+    assert nf4.code_entropy(torch.full((16,), 1 / 16)) == pytest.approx(4.0)
+    assert nf4.code_entropy(usage) < 4.0
+    assert nf4.nf4_edge_sigma() == pytest.approx(1.848, abs=1e-3)
+
+
+def test_reply_losses_add_up_to_the_course_evaluation_and_the_bootstrap_is_paired():
+    from course_lib import data, models, training
+
+    model, tokenizer = models.tiny_model("llama"), models.tiny_chat_tokenizer()
+    rows = [{"instruction": f"say {i}", "response": f"{i} {i}"} for i in range(10)]
+    from datasets import Dataset
+
+    dataset = data.tokenize_dataset(Dataset.from_list(rows), tokenizer)
+    sums, counts = nf4.reply_losses(model, dataset, pad_token_id=tokenizer.pad_token_id, batch_size=4)
+    assert sums.numel() == counts.numel() == 10
+    mean = training.evaluate(model, dataset, pad_token_id=tokenizer.pad_token_id)["loss"]
+    assert (sums.sum() / counts.sum()).item() == pytest.approx(mean, rel=1e-4)
+    assert nf4.paired_bootstrap(sums, sums, counts) == (0.0, 0.0, 0.0)
+    diff, low, high = nf4.paired_bootstrap(sums, sums + counts * 0.1, counts)  # b is 0.1 worse on every token
+    assert diff == pytest.approx(0.1) and low == pytest.approx(0.1) and high == pytest.approx(0.1)
+    assert "worse" in nf4.compare_line("x", "y", 0.1, 0.05, 0.2)
+    assert "better" in nf4.compare_line("x", "y", -0.1, -0.2, -0.05)
+    assert "inconclusive" in nf4.compare_line("x", "y", 0.01, -0.02, 0.05)
+    results = nf4.model_roundtrip_losses(model, dataset, pad_token_id=tokenizer.pad_token_id,
+                                         kinds=("nf4", "int4-asym"))
+    assert list(results) == ["fp32 (as loaded)", "nf4 @64", "int4-asym @128"]  # 4.5 bits per weight each
+    assert torch.equal(results["fp32 (as loaded)"][0], sums)  # the weights were put back
+    assert not torch.equal(results["nf4 @64"][0], sums)

@@ -47,9 +47,12 @@ def test_answer_key_prints_every_reason(capsys):
 
 
 def test_nf4_optimality_is_qualified():
+    """Quiz 04 says what NF4 is optimal for (equal-probability levels for one normal input) and what not (the
+    absmax-scaled blocks it really gets, the squared error), and that each level is *not* used equally."""
     text = quiz.questions("04")[0].why
-    assert "information-theoretically optimal for normally distributed weights" in text
-    assert "absmax" in text and "equal-probability" in text and "approximately" in text
+    assert "information-theoretically optimal" in text and "only" in text
+    assert "absmax" in text and "equal-probability" in text and "squared error" in text
+    assert "6.25%" not in quiz.questions("04")[0].options[quiz.questions("04")[0].answer]
 
 
 # --------------------------------------------------------------------------------- every number, recomputed
@@ -78,6 +81,8 @@ def _facts():
     adapters7 = counting.lora_param_count(llama7b, qv, 8)
     per_gpu70 = {k: memory.estimate_per_gpu_memory(c70, "qlora", k, "fsdp").total_bytes for k in (1, 2, 4)}
     dq_saving = nf4.bits_per_param(64, False) - nf4.bits_per_param(64, True)
+    gaussian = torch.randn(1536 * 576, generator=torch.Generator().manual_seed(0))  # notebook 04's Gaussian blocks
+    usage64, absmax64 = nf4.level_usage(gaussian, 64), gaussian.reshape(-1, 64).abs().amax(dim=1)
     features = [{"input_ids": [1] * 5, "labels": [-100] * 3 + [7, 8]}, {"input_ids": [1] * 7, "labels": [1] * 7}]
     row_labels = data.collate(features, 0)["labels"][0]
     pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
@@ -145,6 +150,9 @@ def _facts():
                     "147,456": f"{gpt2.config.n_layer * counting.layer_lora_params(768, 768, 8):,}",
                     "1,179,648": f"{counting.lora_param_count(gpt2, 'all-linear', 8):,}",
                     "768 → 2304": f"{c_attn[0]} → {c_attn[1]}", "12 blocks": f"{gpt2.config.n_layer} blocks"},
+        ("04", 0): {"6.25%": f"{1 / 16:.2%}", "1.7%": f"{usage64.min():.1%}", "9.2%": f"{usage64.max():.1%}",
+                    "1.85σ": f"{nf4.nf4_edge_sigma():.2f}σ", "2.6σ": f"{absmax64.mean():.1f}σ",
+                    "3.88": f"{nf4.code_entropy(usage64):.2f}"},
         ("04", 1): {"4.127": f"{nf4.bits_per_param(64, True):.3f}", "4.5": f"{nf4.bits_per_param(64, False)}",
                     "4.0": f"{math.log2(nf4.NF4_CODE.numel()):.1f}"},
         ("04", 2): {"4.25": f"{nf4.bits_per_param(128, False)}", "4.063": f"{nf4.bits_per_param(128, True):.3f}",

@@ -8,7 +8,17 @@ import types
 import torch
 from torch import nn
 
-from .core import _call, check_close, checker, fail, passed
+from .core import _call, call_own, check_close, checker, fail, passed
+
+
+def _course_lora():
+    """LoRALinear's own forward, merge and update: what the two exercises ask the student to write."""
+    from course_lib.lora import LoRALinear, merge_all
+
+    return (LoRALinear.forward, LoRALinear.merge, LoRALinear.unmerge, LoRALinear.delta_weight, merge_all)
+
+
+FROM_MATRICES = "the two matrices layer.lora_A.weight (r x d_in) and layer.lora_B.weight (d_out x r)"
 
 
 def _layers(seed: int = 0):
@@ -40,12 +50,14 @@ def check_lora_forward(fn) -> None:
     x = torch.randn(3, 5, 16, generator=torch.Generator().manual_seed(1))
     for what, layer in _layers().items():
         with torch.no_grad():
-            got = _call(fn, layer, x, name="lora_forward")
+            expected = layer(x)  # the course's forward, run here, before the student's
+            got = call_own(fn, layer, x, name="lora_forward", forbidden=_course_lora(), hints=hints,
+                           write_from=FROM_MATRICES + " and layer.base_layer")
             if not isinstance(got, torch.Tensor):
                 fail(f"lora_forward returned {type(got).__name__}, expected a tensor", *hints)
             if torch.allclose(got, layer.base_layer(x), atol=1e-6):
                 fail(f"on {what}, the output equals the base layer's: the LoRA update is missing", *hints)
-            check_close(got, layer(x), what=f"lora_forward on {what}", hints=hints)
+            check_close(got, expected, what=f"lora_forward on {what}", hints=hints)
 
     # Plug the student's forward into a whole model and compare with PEFT holding the same A and B.
     model = models.tiny_model("llama")
@@ -58,8 +70,10 @@ def check_lora_forward(fn) -> None:
         layer.forward = types.MethodType(fn, layer)
     ids = torch.randint(0, 256, (2, 8), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        check_close(model(input_ids=ids).logits, peft_model(input_ids=ids).logits, atol=1e-5,
-                    what="logits of a tiny Llama using your forward vs PEFT", hints=hints)
+        theirs = peft_model(input_ids=ids).logits
+        ours = call_own(lambda: model(input_ids=ids).logits, name="lora_forward", forbidden=_course_lora(),
+                        hints=hints, write_from=FROM_MATRICES + " and layer.base_layer")
+        check_close(ours, theirs, atol=1e-5, what="logits of a tiny Llama using your forward vs PEFT", hints=hints)
     passed("lora_forward matches LoRALinear on nn.Linear and Conv1D, and a tiny Llama using it matches PEFT.")
 
 
@@ -80,7 +94,7 @@ def check_lora_merge(fn) -> None:
         with torch.no_grad():
             before = layer(x)
         try:
-            _call(fn, layer, name="lora_merge")
+            call_own(fn, layer, name="lora_merge", forbidden=_course_lora(), hints=hints, write_from=FROM_MATRICES)
         except RuntimeError as exc:  # typically a shape mismatch: the Conv1D weight is (in, out)
             fail(f"lora_merge raised on {what}: {exc}", *hints)
         if not layer.merged:
@@ -88,7 +102,40 @@ def check_lora_merge(fn) -> None:
         check_close(layer.base_layer.weight.detach(), reference.base_layer.weight.detach(), atol=1e-6,
                     what=f"merged weight of {what}", hints=hints)
         with torch.no_grad():
-            check_close(layer(x), before, atol=1e-5, what=f"output of {what} after merging",
+            check_close(layer.base_layer(x), before, atol=1e-5, what=f"output of {what} after merging",
                         hints=("merging must not change what the layer computes: did the update go in "
                                "twice, or with the wrong scale?",) + hints[1:])
     passed("lora_merge folds scaling·BA into W for nn.Linear and Conv1D; outputs unchanged.")
+
+
+@checker
+def check_first_gradients(predict, lora_forward) -> None:
+    """``predict()`` -> (A's gradient is zero, B's gradient is zero) on the first backward pass of a fresh LoRA
+    layer (A random, B = 0), predicted before running; the checker runs it through ``lora_forward``."""
+    from course_lib.lora import LoRALinear
+
+    hints = ("write y = base(x) + scaling · B A x and ask, for each factor, what its gradient is multiplied by.",
+             "the gradient of A goes through B (it is scaling · Bᵀ · (dL/dy) · xᵀ); the gradient of B goes through "
+             "A x (scaling · (dL/dy) · (A x)ᵀ). Which of the two factors is zero at the start?")
+    got = _call(predict, name="predict_zero_gradients")
+    if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(v, bool) for v in got)):
+        fail(f"predict_zero_gradients() returned {got!r}",
+             "return two booleans: (A's gradient is exactly zero, B's gradient is exactly zero).")
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(16, 12), r=4, alpha=8)
+    x = torch.randn(6, 16, generator=torch.Generator().manual_seed(4))
+    y = call_own(lora_forward, layer, x, name="lora_forward", forbidden=_course_lora(),
+                 write_from=FROM_MATRICES + " and layer.base_layer")
+    y.pow(2).sum().backward()
+    grads = (layer.lora_A.weight.grad, layer.lora_B.weight.grad)
+    if any(g is None for g in grads):
+        fail("after a backward pass through your lora_forward, A or B has no gradient at all",
+             "lora_forward must use layer.lora_A.weight and layer.lora_B.weight themselves (not detached copies), "
+             "so that autograd reaches them.")
+    measured = tuple(bool((g == 0).all()) for g in grads)
+    if tuple(got) != measured:
+        said = ", ".join(f"{n}'s gradient {'zero' if z else 'non-zero'}" for n, z in zip("AB", got, strict=True))
+        fail(f"you predicted {said}; the backward pass through your forward gave "
+             f"|grad A| = {grads[0].norm():.3g} and |grad B| = {grads[1].norm():.3g}", *hints)
+    passed(f"right: on the first step A's gradient is 0 (it passes through B = 0) and B's is not "
+           f"(|grad B| = {grads[1].norm():.3g}): B moves first, then A follows. That is why B, not A, starts at zero.")

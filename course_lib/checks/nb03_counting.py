@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import warnings
 
-from .core import _call, checker, fail, passed
+from .core import call_own, checker, fail, passed
+
+
+def _course_counts():
+    """The course's own counting from shapes: what the exercises ask the student to do with their hands."""
+    from course_lib import counting, memory
+
+    return (counting.lora_param_count, counting.rank_sweep, counting.peft_summary, counting.layer_lora_params,
+            memory.estimate_training_memory)
 
 
 @checker
@@ -17,7 +25,9 @@ def check_gpt2_counts(fn) -> None:
 
     gpt2 = counting.meta_model(GPT2Config())
     for r in (4, 8, 16, 32):
-        got = _call(fn, r, name="gpt2_lora_trainable")
+        got = call_own(fn, r, name="gpt2_lora_trainable", forbidden=_course_counts(),
+                       write_from="a meta GPT-2, lora.inject_lora and counting.trainable_summary (what the "
+                                  "exercise says), not from the course's count of the same thing")
         expected = counting.lora_param_count(gpt2, ["c_attn"], r)
         if got == counting.lora_param_count(gpt2, "all-linear", r):
             fail(f"r={r}: {got:,} is the count for all linear layers of GPT-2",
@@ -37,7 +47,7 @@ def check_gpt2_counts(fn) -> None:
 @checker
 def check_predict_qv_count(fn) -> None:
     """``fn(config, r)`` must predict, from a ``LlamaConfig`` alone, the LoRA parameters of q_proj + v_proj."""
-    from course_lib import counting, models
+    from course_lib import counting, memory, models
 
     hints = ("each adapted layer adds r·(d_in + d_out); read d_in and d_out of q_proj and v_proj off the config, "
              "and count every decoder layer.",
@@ -52,7 +62,11 @@ def check_predict_qv_count(fn) -> None:
             config = models.synthetic_config(shape)
             model = counting.meta_model(config)
             for r in (8, 16):
-                got = _call(fn, config, r, name="predict_qv_count")
+                got = call_own(fn, config, r, name="predict_qv_count", hints=hints,
+                               forbidden=(*_course_counts(), counting.trainable_summary, counting.meta_model,
+                                          models.synthetic_model, memory.linear_shapes),
+                               write_from="the config's numbers alone (hidden_size, num_hidden_layers, the head "
+                                          "counts): a prediction, not a measurement")
                 expected = counting.lora_param_count(model, ["q_proj", "v_proj"], r)
                 if got != expected:
                     fail(f"{shape} at r={r}: predicted {got!r}, PEFT trains {expected:,}"
