@@ -20,9 +20,8 @@
 # numerically, compare the spectra of real weight matrices with random ones, and measure the fact LoRA is built on:
 # the *update* a short fine-tuning run makes to a weight matrix is much closer to low rank than the weights are.
 #
-# **Runs in:** 38 s on a quiet 2-core CPU for the version before this one (`make course`, 2026-11-23), which
-# lacked the rank-8 and answer-only measurements; this copy ran in 655 s on a 2-core CPU shared with other jobs
-# (load average about 7). A GPU does not help here.
+# **Runs in:** about a minute on a 2-core CPU (this copy: 54 s), several times longer when other jobs share the
+# CPU; a GPU does not help here.
 #
 # Everything this notebook computes comes from `course_lib.lowrank`; read it beside the notebook.
 
@@ -233,7 +232,7 @@ print("\n".join(lines))
 
 # %%
 for shape in ((576, 576), (576, 1536), (192, 576)):
-    S_rand = lowrank.singular_values(lowrank.random_like(torch.empty(shape)))
+    S_rand = lowrank.singular_values(torch.randn(shape, generator=torch.Generator().manual_seed(0)))
     m, n = min(shape), max(shape)
     print(f"random {shape[0]} x {shape[1]}: smallest / largest singular value {(S_rand[-1] / S_rand[0]).item():.3f}"
           f"  (Marchenko–Pastur edge {(1 - (m / n) ** 0.5) / (1 + (m / n) ** 0.5):.3f})")

@@ -21,9 +21,8 @@
 # unmerge it; train it and see that only A and B move; measure how α and r together set the size of the update;
 # and *measure* what merging keeps in 16-bit and 4-bit storage and whether it makes inference faster.
 #
-# **Runs in:** 22 s on a quiet 2-core CPU for the version before this one (`make course`), which lacked the α/r
-# and merge-precision measurements (30 more training steps); this copy ran in 287 s on a 2-core CPU shared with
-# other jobs, which also makes its timings noisy (the latency cell says how noisy).
+# **Runs in:** about 30 s on a 2-core CPU (this copy: 27 s), longer when other jobs share the CPU, which also
+# makes its timings noisy (the latency cell says how noisy).
 
 # %% tags=["colab-setup"]
 # @title Colab setup: installs the course on Colab (elsewhere this cell does nothing) { display-mode: "form" }

@@ -21,8 +21,7 @@
 # `target_modules` names for Llama, GPT-2 and BERT; see how the count grows with the rank from 135M to 70B
 # parameters; and check the claim that a 4-bit model has "fewer parameters".
 #
-# **Runs in:** about 25 s on a quiet 2-core CPU (`make course` measured 22 s for the version before this one);
-# this copy ran in 64 s on a 2-core CPU shared with other jobs. Big models are built on PyTorch's `meta` device:
+# **Runs in:** about 20 s on a 2-core CPU (this copy: 17 s). Big models are built on PyTorch's `meta` device:
 # every shape, no weights, so Llama-2-70B is counted in well under a second.
 
 # %% tags=["colab-setup"]

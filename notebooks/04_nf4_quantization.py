@@ -23,9 +23,8 @@
 # bitsandbytes stores; check that `course_lib.nf4` gives **bit for bit** what bitsandbytes gives; and measure
 # what each format does to the model's loss.
 #
-# **Runs in:** 15 s on a quiet 2-core CPU for the version before this one (`make course`), which lacked the
-# level-usage, equal-bits and model-level measurements (five passes of the model over 64 examples); this copy ran
-# in 500 s on a 2-core CPU shared with other jobs.
+# **Runs in:** about 2.5 minutes on a 2-core CPU (this copy: 144 s, on a CPU shared with other jobs), most of it
+# section 8's five passes of the model over 64 examples.
 
 # %% tags=["colab-setup"]
 # @title Colab setup: installs the course on Colab (elsewhere this cell does nothing) { display-mode: "form" }
