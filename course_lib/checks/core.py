@@ -116,3 +116,65 @@ def check_close(actual, expected, *, what: str, hints, atol: float = 1e-5, rtol:
     if not torch.allclose(actual_t.double(), expected_t.double(), atol=atol, rtol=rtol):
         err = (actual_t.double() - expected_t.double()).abs().max().item()
         fail(f"{what}: values differ from the reference (max abs difference {err:.3g})", *hints)
+
+
+# ------------------------------------------------------------------------------------- answers that delegate
+def _qualified(fn) -> str:
+    fn = getattr(fn, "__func__", fn)
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+class _Watch:
+    """Records which of the watched functions ran while it was active (``sys.setprofile``: every Python call is
+    seen, whichever name the student reached the function by: ``lowrank.rank_k_approx``, an alias imported
+    earlier, ``layer.merge()`` or ``layer(x)``)."""
+
+    def __init__(self, functions):
+        import inspect
+
+        # unwrap decorators (torch.no_grad() wraps a method in a shared wrapper: its code would match every
+        # decorated function)
+        plain = {f: inspect.unwrap(getattr(f, "__func__", f)) for f in functions}
+        python = [f for f in functions if hasattr(plain[f], "__code__")]
+        self.codes = {plain[f].__code__: _qualified(f) for f in python}
+        # functions written in C (torch.linalg.svd): the profiler reports them as "c_call" with the function
+        self.builtins = {id(f): f"{getattr(f, '__module__', None) or 'torch'}.{f.__name__}"
+                         for f in functions if f not in python}
+        self.seen: list[str] = []
+
+    def __enter__(self):
+        import sys
+
+        self._previous = sys.getprofile()
+
+        def profile(frame, event, arg):
+            found = (self.codes.get(frame.f_code) if event == "call" else
+                     self.builtins.get(id(arg)) if event == "c_call" else None)
+            if found and found not in self.seen:
+                self.seen.append(found)
+            if self._previous is not None:
+                self._previous(frame, event, arg)
+
+        sys.setprofile(profile)
+        return self
+
+    def __exit__(self, *exc):
+        import sys
+
+        sys.setprofile(self._previous)
+        return False
+
+
+def call_own(fn, *args, forbidden=(), write_from: str, hints=(), name: str | None = None,
+             why: str = "that is the course's own answer (or the library it is checked against), so this check "
+                         "would only compare it with itself", **kwargs):
+    """``_call(fn, *args)``, failing when ``fn`` got its answer from one of ``forbidden``: the course's own
+    implementation of what the exercise asks the student to write (or the library it is checked against).
+    ``write_from`` says what to build it from instead; ``hints`` are the exercise's usual hint steps."""
+    name = name or getattr(fn, "__name__", "your function")
+    with _Watch(forbidden) as watch:
+        result = _call(fn, *args, name=name, **kwargs)
+    if watch.seen:
+        fail(f"{name} calls {', '.join(watch.seen)}: {why}. Write it from {write_from}.",
+             *(hints or (f"build it from {write_from}; the course's version is what the checker compares with.",)))
+    return result
