@@ -4,7 +4,7 @@
     python benchmarks/memory_accuracy.py --debug    # tiny run on CPU: checks the code path (writes to a temp folder)
 
 Recipe measured (the one the estimator models): sdpa attention, gradient checkpointing (non-reentrant), AdamW,
-batch 1, r=8, fp32 adapters. LoRA: the model built in bf16 on the GPU. QLoRA: a bf16 checkpoint saved to disk and
+batch 1, r=8, fp32 adapters; full fine-tuning of the bf16 model is the estimator's ``full_recipe="pure"``. LoRA: the model built in bf16 on the GPU. QLoRA: a bf16 checkpoint saved to disk and
 loaded through the real ``from_pretrained(quantization_config=BitsAndBytesConfig(nf4, double quant, bf16))`` path,
 then ``peft.prepare_model_for_kbit_training``. For each point: ``memory_allocated`` after loading (model +
 adapters) and ``max_memory_allocated`` over 3 optimizer steps (reset after loading). Writes memory_accuracy.csv
@@ -75,8 +75,9 @@ def run(shapes, seqs, out: Path, device, workdir: Path, methods=("lora", "qlora"
     today = datetime.date.today().isoformat()
 
     def record(shape, method, target_name, seq, after_load, peak, seconds, config):
+        # the full fine-tuning runs below train a bf16 model with AdamW: the pure bf16 recipe, not mixed precision
         est = memory.estimate_training_memory(config, method, target_modules=TARGETS.get(target_name, ()),
-                                              seq_len=seq, compute_dtype=torch.bfloat16)
+                                              seq_len=seq, compute_dtype=torch.bfloat16, full_recipe="pure")
         static = est.weights + est.quant_state + est.adapters
         row = dict(shape=shape, method=method, targets=target_name, seq_len=seq,
                    predicted_after_load_gb=round(static / 1e9, 3), measured_after_load_gb=round(after_load / 1e9, 3),

@@ -264,6 +264,35 @@ def score_exact(prediction: str, reference: str) -> float:
 
 
 SCORERS = {"orders": score_record, "labels": score_exact, "orders_heldout": score_record, "facts": score_exact}
+LABEL_FIELDS = ("name", "city", "qty", "item")
+
+
+def parse_label(text: str) -> dict | None:
+    """The fields of a shipping label ``TO: NAME, CITY | QTY x ITEM``, or None when the text is not one."""
+    import re
+
+    found = re.match(r"\s*TO:\s*(.+?),\s*(.+?)\s*\|\s*(\d+)\s*x\s*(.+?)\s*$", text)
+    return dict(zip(LABEL_FIELDS, found.groups())) if found else None
+
+
+def label_mistakes(replies: list[str], references: list[str]) -> dict[str, dict[str, int]]:
+    """Per field of the ``labels`` task, how many replies got it wrong, and how: ``another task value`` (a name,
+    city or item the task uses, but not this row's), ``not a task value`` (a word the task never uses: a misspelt
+    name, or another word altogether), ``wrong number`` (qty). Replies that are not a label: ``not a label``."""
+    values = {"name": {n.upper() for n in _NAMES}, "city": {c.upper() for c in _CITIES},
+              "item": {i.upper() for i in _ITEMS}}
+    counts = {field: {} for field in (*LABEL_FIELDS, "not a label")}
+    for reply, reference in zip(replies, references, strict=True):
+        got, want = parse_label(reply), parse_label(reference)
+        if got is None:
+            counts["not a label"]["not a label"] = counts["not a label"].get("not a label", 0) + 1
+            continue
+        for field in LABEL_FIELDS:
+            if got[field] != want[field]:
+                kind = ("wrong number" if field == "qty" else
+                        "another task value" if got[field] in values[field] else "not a task value")
+                counts[field][kind] = counts[field].get(kind, 0) + 1
+    return {field: kinds for field, kinds in counts.items() if kinds}
 
 
 def random_token_rows(vocab_size: int, seq_len: int, n: int, seed: int = 0) -> list[dict]:

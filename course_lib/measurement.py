@@ -165,12 +165,26 @@ def cpu_training_peak(config, method: str = "lora", *, seq_len: int = 512, batch
     trained the way ``memory.estimate_training_memory`` models it (sdpa, non-reentrant gradient checkpointing or
     none, PyTorch's foreach AdamW, ``loss = model(ids, labels=ids).loss``): ``method`` "full" trains every weight,
     "lora" PEFT adapters of rank ``r`` on ``targets``. A first step creates AdamW's state; the second is measured
-    (``measure_cpu_tensors``), and the tensors alive before it (weights, adapters, AdamW state) are added."""
-    from transformers import AutoModelForCausalLM
-
+    (``measure_cpu_tensors``), and the tensors alive before it (weights, adapters, AdamW state) are added.
+    It runs on one thread: the result is the same on any number, and on a shared CPU more threads only wait."""
     if method not in ("full", "lora"):
         raise ValueError(f"cpu_training_peak measures 'full' or 'lora', got {method!r} (QLoRA's 4-bit kernels run "
                          "differently on a CPU than on the GPU the estimator models).")
+    import warnings
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():  # transformers 5.2x renamed gradient_* to activation_checkpointing_*
+            warnings.simplefilter("ignore", FutureWarning)
+            return _cpu_training_peak(config, method, seq_len, batch_size, gradient_checkpointing, r, targets, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _cpu_training_peak(config, method, seq_len, batch_size, gradient_checkpointing, r, targets, seed) -> int:
+    from transformers import AutoModelForCausalLM
+
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.float32)
     model.config.use_cache = False

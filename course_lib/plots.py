@@ -257,6 +257,15 @@ def plot_checkpointing(predicted: dict[str, dict], *, measured: dict[str, dict] 
     {"tokens", "on", "off"} measured and {"predicted on", "predicted off"} beside them: markers for the
     measurements, lines for the predictions."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    def plain_ticks(ax, xs):  # token counts as written, GiB as numbers: no 3x10^2 on a log axis
+        ax.set_xticks(xs)
+        if ax.get_yscale() == "log":
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
 
     panels = 2 if measured else 1
     fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 4.2), squeeze=False)
@@ -269,6 +278,7 @@ def plot_checkpointing(predicted: dict[str, dict], *, measured: dict[str, dict] 
         ax.axhline(limit_bytes / 2**30, color="gray", ls=":", lw=1.5, label=limit_label)
     ax.set(xscale="log", yscale="log", xlabel="tokens per step (batch x sequence)", ylabel="GiB",
            title="predicted (the memory model)")
+    plain_ticks(ax, next(iter(predicted.values()))["tokens"])
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     if measured:
@@ -280,6 +290,7 @@ def plot_checkpointing(predicted: dict[str, dict], *, measured: dict[str, dict] 
                 ax.scatter(c["tokens"], [b / 2**30 for b in c[key]], color=colour, marker=marker, s=25,
                            label=f"{label}, checkpointing {key}: measured")
         ax.set(xscale="log", xlabel="tokens per step", ylabel="GiB", title="measured on this CPU (markers) vs predicted")
+        plain_ticks(ax, next(iter(measured.values()))["tokens"])
         ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(title, fontsize=10)

@@ -124,7 +124,7 @@ torch.manual_seed(0)
 # `features` is a list of tokenized rows, each with `input_ids` and `labels` (already `-100` on the prompt).
 # Return a dict of tensors padded on the right to the longest row: `input_ids` (padded with `pad_token_id`),
 # `attention_mask` (1 for real tokens, 0 for padding) and `labels` (padding gets `-100`, so it is not learned).
-# The checker runs your function with `data.collate`, the course's own collator, switched off.
+# The checker refuses an answer that calls `data.collate`, the course's own collator.
 
 # %% tags=["exercise"]
 def collate(features, pad_token_id):

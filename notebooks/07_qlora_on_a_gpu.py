@@ -152,7 +152,7 @@ hardware.report(run_dtype=qlora.preset_dtype(PRESET))  # a T4-like preset comput
 # load within a free Colab's 12.7 GB of RAM and disk, it is small in 4-bit on the T4 (both printed below), and it
 # shares the tokenizer, chat template and architecture of the embedded 135M model whose fp16 run this notebook
 # shows, so the task, the scorer and the code are identical (`t4-smollm2-135m` *is* the `t4` preset with only the
-# model name changed: a test checks that). The course's earlier choice, Qwen2.5-7B-Instruct, was trained in bf16
+# model name changed: a test checks that). Qwen2.5-7B-Instruct, a common choice in tutorials, was trained in bf16
 # and the Qwen2 family is reported to overflow in fp16, which is all a T4 has; Llama-3.x and Mistral instruct models
 # are gated. Safety net either way: on a GPU without bf16 the preset keeps the residual stream and the loss in fp32
 # (PEFT's default preparation, section 2), and training stops at the first non-finite loss with a message.

@@ -21,11 +21,14 @@
 # processes (DDP over gloo, on this CPU) and check the two loss curves agree to float rounding, and predict the
 # memory per GPU of QLoRA with FSDP for 7B–70B models on 1–8 GPUs.
 #
-# **Runs in:** about 35 s on a 2-core CPU (`make course` measured 35 s); it needs no GPU. The
+# **Runs in:** under a minute on a 2-core CPU (this copy took 42 s); it needs no GPU. The
 # 2-GPU measurements this notebook is meant to show are **not measured yet**: see the last section.
 #
 # The code is `course_lib.distributed` (the training script, launched with `accelerate launch`), the accelerate
 # configs it ships (`course_lib/resources/accelerate/`), and `course_lib.memory.estimate_per_gpu_memory`.
+#
+# **Exercises:** [`exercises/08_scaling_out.ipynb`](../exercises/08_scaling_out.ipynb) (answers in `solutions/`),
+# linked below where each belongs.
 
 # %% tags=["colab-setup"]
 # @title Colab setup: installs the course on Colab (elsewhere this cell does nothing) { display-mode: "form" }
@@ -261,16 +264,24 @@ for n in (1, 2):
 # %%
 # NBVAL_CHECK_OUTPUT
 config70 = models.synthetic_config("llama-2-70b")
+card = "RTX 3090 / 4090"
+print(f"an {card} has {memory.GPU_GIB[card]:.1f} GiB and gives a run {memory.usable_bytes(card) / 2**30:.1f} GiB")
 for n in (1, 2, 4, 8):
     est = memory.estimate_per_gpu_memory(config70, "qlora", n, "fsdp", seq_len=512)
-    print(f"Llama-2-70B, QLoRA, FSDP on {n} GPU(s): {est.total_gb:5.1f} GB per GPU; "
-          f"fits a 24 GB card ({memory.usable_bytes('RTX 3090 / 4090') / 2**30:.1f} GiB usable): {memory.fits(est, 'RTX 3090 / 4090')}")
+    spare = memory.usable_bytes(card) - est.total_bytes
+    print(f"Llama-2-70B, QLoRA, FSDP on {n} GPU(s): {est.total_bytes / 2**30:5.1f} GiB per GPU -> "
+          + (f"fits, {spare / 2**30:.1f} GiB to spare" if memory.fits(est, card) else
+             f"does not fit, {-spare / 2**30:.1f} GiB short"))
 
 # %% [markdown]
-# By this prediction two 24 GB cards just miss for 70B at 512 tokens, and four fit. The runs that trained 70B on
-# two 24 GB cards (Answer.AI's, and the PEFT guide's, whose config ours follows) also offload the sharded
-# parameters to CPU memory (`fsdp_offload_params: true`), which this estimate does not model. Whether the
-# prediction holds is what section 5 is for.
+# By this prediction one such card is far from enough for 70B at 512 tokens, and two are enough, with a few GiB
+# to spare on each (printed above); four leave room for longer sequences. The runs that trained 70B on two such
+# cards (Answer.AI's, and the PEFT guide's, whose config ours follows) also offload the sharded parameters to CPU
+# memory (`fsdp_offload_params: true`), which this estimate does not model, and which buys room for longer
+# sequences than 512 tokens. Whether the prediction holds is what section 5 is for.
+#
+# **Exercises** ([`exercises/08_scaling_out.ipynb`](../exercises/08_scaling_out.ipynb)): what FSDP splits per GPU,
+# part by part, and the fewest GPUs on which QLoRA of 7B–70B fits.
 
 # %% [markdown]
 # ## 5. Not measured yet: 2-GPU results

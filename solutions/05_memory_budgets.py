@@ -19,7 +19,7 @@
 # **You will:** write the memory ledger of full fine-tuning, LoRA and QLoRA from bytes per parameter; predict from
 # it what fits on a T4, then check your prediction against the course's estimator and see where a ledger falls
 # short; then count the memory of the logits, which sets the peak of a small model with a large vocabulary.
-# The checkers run your functions with `course_lib.memory` switched off: the arithmetic is yours to write.
+# The checkers refuse an answer that calls `course_lib.memory`: the arithmetic is yours to write.
 #
 # **Runs in:** ~5 s on a 2-core CPU.
 
@@ -208,7 +208,7 @@ print(f"QLoRA keeps the embeddings unquantized: {embeddings:,} of the {n_params:
 # For a small model with a large vocabulary the logits, not the weights, set the peak (notebook 05, section 4).
 # Write `logits_bytes(batch_size, seq_len, vocab_size)`: the bytes alive for the logits at the loss of a training
 # step, as the course's estimator counts them. The checker compares with `memory.estimate_training_memory` on
-# SmolLM2, Llama-3.2-1B and Llama-2-7B (and runs your function with it switched off).
+# SmolLM2, Llama-3.2-1B and Llama-2-7B (and refuses an answer that calls it).
 
 # %%
 def logits_bytes(batch_size: int, seq_len: int, vocab_size: int) -> int:

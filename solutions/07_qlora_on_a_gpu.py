@@ -127,8 +127,8 @@ from course_lib import checks, memory, models, nf4, qlora
 #
 # `memory.parameter_count(config)` counts all weights, `memory.linear_shapes(config)` gives `(in, out)` of each
 # linear layer of one decoder layer. The checker compares your figure with the estimator (within 1%) for every
-# setting the GPU measured, and prints how far both are from the GPU. It runs your function with the course's
-# memory model switched off: the ledger is yours to write.
+# setting the GPU measured, and prints how far both are from the GPU. It refuses an answer that calls the course's
+# memory model: the ledger is yours to write.
 
 # %%
 config = models.synthetic_config("llama-2-7b")

@@ -78,3 +78,28 @@ def test_scoring():
     assert data.score_exact(" TO: A ", "TO: A") == 1.0 and data.score_exact("TO: B", "TO: A") == 0.0
     with pytest.raises(ValueError, match="unknown task"):
         data.load_task("poems")
+
+
+def test_label_mistakes_are_counted_by_field_and_kind():
+    assert data.parse_label("TO: PAUL, KRAKOW | 9 x JACKET") == {"name": "PAUL", "city": "KRAKOW", "qty": "9",
+                                                                 "item": "JACKET"}
+    assert data.parse_label('{"name": "Paul"}') is None
+    ref = "TO: PAUL, KRAKOW | 9 x JACKET"
+    replies = ["TO: PULSEY, KRAKOW | 9 x HAT", "TO: KENJI, KRAKOW | 2 x BOTTLE", ref, "no label"]
+    assert data.label_mistakes(replies, [ref] * 4) == {
+        "name": {"not a task value": 1, "another task value": 1}, "qty": {"wrong number": 1},
+        "item": {"not a task value": 1, "another task value": 1}, "not a label": {"not a label": 1}}
+    assert data.label_mistakes([ref], [ref]) == {}
+
+
+def test_step_times_are_taken_in_turns():
+    import time
+
+    from course_lib import latency
+
+    calls = []
+    times = latency.compare_step_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3)
+    assert calls == ["a", "b"] + ["a", "b"] * 3 and set(times) == {"a", "b"}  # warm-up each, then in turns
+    slow = iter([0.0, 0.2, 0.0, 0.0])  # warm-up, then one slow call (a busy CPU) among fast ones
+    best = latency.compare_step_times({"a": lambda: time.sleep(next(slow))}, repeats=3)["a"]
+    assert best < 0.1  # the best of the timed calls, not the one the load slowed

@@ -118,3 +118,24 @@ def test_measure_sees_a_tensor_come_and_go():
     assert m.device == device
     assert 0.95 * size <= m.peak_increase_bytes < 1.5 * size, m  # the tensor (RSS counts pages, give or take)
     assert m.end_bytes < m.start_bytes + 0.5 * size, m  # and it was freed again
+
+
+def test_the_checkpointing_figure_draws_both_settings_and_the_limit():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from course_lib import plots
+
+    config = models.synthetic_config("llama-2-7b")
+    tokens = [512, 2048]
+    curve = {key: [memory.estimate_training_memory(config, "lora", seq_len=t, gradient_checkpointing=on).total_bytes
+                   for t in tokens] for key, on in (("on", True), ("off", False))}
+    assert all(off > on for on, off in zip(curve["on"], curve["off"]))  # checkpointing saves memory
+    measured = {"m": {"tokens": tokens, "on": curve["on"], "off": curve["off"],
+                      "predicted on": curve["on"], "predicted off": curve["off"]}}
+    left, right = plots.plot_checkpointing({"7B lora": {"tokens": tokens, **curve}}, measured=measured,
+                                           limit_bytes=memory.usable_bytes("T4"), limit_label="T4")
+    assert len(left.lines) == 3  # on, off, the limit
+    assert left.lines[0].get_ydata()[-1] == pytest.approx(curve["on"][-1] / 2**30)
+    assert left.lines[1].get_linestyle() == "--" and len(right.collections) == 2  # measured markers, on and off
+    matplotlib.pyplot.close("all")

@@ -1,10 +1,9 @@
-"""Checkers for notebook 05 (memory budgets). The student's functions run with the course's memory model switched
-off (``delegation.call_without``): the exercise is to write the arithmetic, not to call ``course_lib.memory``."""
+"""Checkers for notebook 05 (memory budgets). An answer that calls the course's memory model (``core.call_own``
+watches for it) is refused: the exercise is to write the arithmetic, not to call ``course_lib.memory``."""
 
 from __future__ import annotations
 
-from .core import _call, checker, fail, passed
-from .delegation import call_without
+from .core import _call, call_own, checker, fail, passed
 
 LEDGER_CASES = [  # (parameters, method, trainable adapter parameters, full fine-tuning recipe)
     (1_235_814_400, "full", 0, "mixed"), (1_235_814_400, "full", 0, "pure"), (1_235_814_400, "lora", 851_968, "mixed"),
@@ -17,6 +16,12 @@ def _course_memory_model():
     from course_lib import memory
 
     return (memory.bytes_per_param, memory.estimate_training_memory, memory.estimate_per_gpu_memory)
+
+
+_OWN_HINTS = ("this exercise is the arithmetic itself: the checker refuses an answer that asks course_lib.memory "
+              "for it, since it would only compare the course's model with itself.",
+              "write the arithmetic with numbers and the arguments only; compare your result with "
+              "course_lib.memory in the cell after the check, as the notebook does.")
 
 
 def expected_state_bytes(n_params: int, method: str, n_adapter: int = 0, full_recipe: str = "mixed") -> float:
@@ -34,10 +39,11 @@ def check_training_state_bytes(fn) -> None:
     activations): "full" (``full_recipe`` "mixed" or "pure"), "lora", "qlora". Run with course_lib.memory off."""
     for n_params, method, n_adapter, recipe in LEDGER_CASES:
         want = expected_state_bytes(n_params, method, n_adapter, recipe)
-        got = call_without(fn, (n_params, method, n_adapter, recipe), _course_memory_model(),
-                           name="training_state_bytes",
-                           instead="bytes per parameter for each part (weights, gradients, AdamW's two moments) "
-                                   "times the number of parameters that have that part.")
+        got = call_own(fn, n_params, method, n_adapter, recipe, forbidden=_course_memory_model(),
+                       name="training_state_bytes",
+                       write_from="the bytes per parameter of each part (weight, gradient, AdamW's two moments) "
+                                  "times the number of parameters that have that part",
+                       hints=_OWN_HINTS)
         try:
             got = float(got)
         except (TypeError, ValueError):
@@ -89,9 +95,9 @@ def check_logits_bytes(fn) -> None:
             est = memory.estimate_training_memory(config, "lora", batch_size=batch, seq_len=seq)
             if not est.peak_phase.startswith("loss"):
                 continue  # the logits part is only reported when the loss is the peak
-            got = call_without(fn, (batch, seq, config.vocab_size), _course_memory_model(), name="logits_bytes",
-                               instead="the number of logits (one per token per vocabulary entry) times the bytes "
-                                       "alive for each at the loss.")
+            got = call_own(fn, batch, seq, config.vocab_size, forbidden=_course_memory_model(), name="logits_bytes",
+                           write_from="the number of logits (one per token per vocabulary entry) times the bytes "
+                                      "alive for each at the loss", hints=_OWN_HINTS)
             want = est.logits
             if abs(float(got) - want) > 1e-6 * want:
                 per = float(got) / (batch * seq * config.vocab_size)

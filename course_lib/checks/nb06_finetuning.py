@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from .core import _call, checker, fail, passed
-from .delegation import call_without
+from .core import _call, call_own, checker, fail, passed
 
 
 @checker
@@ -13,9 +12,13 @@ def check_collate(fn) -> None:
 
     features = [{"input_ids": [5, 6, 7, 8], "labels": [-100, -100, 7, 8]}, {"input_ids": [9, 4], "labels": [-100, 4]}]
     want = data.collate(features, 0)
-    got = call_without(fn, (features, 0), (data.collate,), name="collate",
-                       instead="pad each row to the longest with pad_token_id, build its attention mask, and pad its "
-                               "labels with the value cross-entropy ignores.")
+    got = call_own(fn, features, 0, forbidden=(data.collate,), name="collate",
+                   write_from="the rows themselves: pad each to the longest with pad_token_id, build its attention "
+                              "mask, and pad its labels with the value cross-entropy ignores",
+                   hints=("the checker refuses an answer that calls data.collate, the course's own collator: it "
+                          "would only compare the course's collator with itself.",
+                          "write three lists per row, padded on the right to the longest row, then torch.tensor(...) of "
+                          "each; data.IGNORE_INDEX is the label value that is not learned."))
     if not isinstance(got, dict) or set(got) != set(want):
         fail(f"collate returned {type(got).__name__} with keys {sorted(got) if isinstance(got, dict) else '-'}",
              f"return a dict with the keys {sorted(want)}, each a tensor of shape (batch, longest row).")

@@ -3,8 +3,7 @@ committed GPU measurements, so they run on any CPU in well under a second."""
 
 from __future__ import annotations
 
-from .core import _call, checker, fail, passed
-from .delegation import call_without
+from .core import _call, call_own, checker, fail, passed
 
 GB = 1e9
 AFTER_LOAD_TOLERANCE = 0.01  # vs the estimator, which allocates in 512-byte blocks: a bits-per-weight ledger is this close
@@ -33,9 +32,13 @@ def check_after_load_memory(fn) -> None:
         seen.add(key)
         config, targets = models.synthetic_config(row["shape"]), _targets(row["targets"])
         est = memory.estimate_training_memory(config, "qlora", target_modules=targets)
-        got = call_without(fn, (config, targets), course_model, name="qlora_after_load_bytes",
-                           instead="the bits (or bytes) per weight of each kind of tensor, times how many weights "
-                                   "have that kind (memory.parameter_count and memory.linear_shapes count them).")
+        got = call_own(fn, config, targets, forbidden=course_model, name="qlora_after_load_bytes",
+                       write_from="the bits (or bytes) per weight of each kind of tensor, times how many weights "
+                                  "have that kind (memory.parameter_count and memory.linear_shapes count them)",
+                       hints=("the checker refuses an answer that asks the course's estimator for the figure: it "
+                              "would only compare the estimator with itself.",
+                              "write a bits-per-weight ledger: 4-bit linear layers with their block scales, fp32 for "
+                              "everything else, fp32 adapters; nf4.bits_per_param gives the 4-bit part."))
         want = est.weights + est.quant_state + est.adapters
         try:
             got = float(got)
