@@ -121,14 +121,6 @@ def peft_summary(model: nn.Module, target_modules, r: int, alpha: float | None =
     return peft_model, peft_model.get_nb_trainable_parameters()
 
 
-def verdict(what: str, claimed: int | float, measured: int | float, digits: int = 4) -> str:
-    """One line putting a number stated in the seed material beside the computed one and saying which is right."""
-    fmt = (lambda v: f"{v:,d}") if isinstance(claimed, int) and isinstance(measured, int) else (lambda v: f"{v:.{digits}f}")
-    same = claimed == measured if isinstance(claimed, int) else round(claimed, digits) == round(measured, digits)
-    result = "the seed is right" if same else "the seed is WRONG; the computed value is right"
-    return f"{what}: seed says {fmt(claimed)}, computed {fmt(measured)} -> {result}"
-
-
 def check_claim(what: str, claimed: int | float, computed: int | float, digits: int = 4) -> str:
     """One line putting a number printed in widely shared tutorials beside the one computed here, and saying
     whether they agree (integers exactly, other numbers at ``digits`` decimals)."""

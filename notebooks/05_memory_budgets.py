@@ -389,13 +389,14 @@ for shape in ("smollm2-135m", "llama-3.2-1b", "llama-2-7b"):
 #
 # A T4 has no bf16, so it computes in fp16 (the same bytes), and full fine-tuning there must be mixed precision.
 # The one rule the course uses everywhere (`memory.fits`): a run fits when its predicted peak stays
-# `memory.HEADROOM_GIB` (for the CUDA context and fragmentation) under the card's memory as `nvidia-smi` reports
-# it (`memory.GPU_GIB`). Both are in GiB, so the table is too.
+# `memory.CUDA_OVERHEAD_MIB` under the card's memory as the driver reports it (`memory.GPU_GIB`): that much goes to
+# the CUDA context and the libraries' workspaces, outside PyTorch's allocator (measured on the course's GPU
+# machine, notebook 10). Both are in binary units, so the table is in GiB.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"a T4 gives a run {memory.usable_bytes('T4') / 2**30:.1f} GiB ({memory.GPU_GIB['T4']:.1f} GiB less "
-      f"{memory.HEADROOM_GIB} GiB of headroom); batch 1, 512 tokens, fp16, r = 8 on q and v")
+print(f"a T4 gives a run {memory.usable_bytes('T4') / 2**30:.2f} GiB ({memory.GPU_GIB['T4']:.2f} GiB less "
+      f"{memory.CUDA_OVERHEAD_MIB} MiB outside the allocator); batch 1, 512 tokens, fp16, r = 8 on q and v")
 for shape, config in configs.items():
     row = []
     for method in memory.METHODS:

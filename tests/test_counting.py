@@ -88,12 +88,6 @@ def test_four_bit_summary_matches_peft(tmp_path):
     assert total == counting.trainable_summary(fp32)[1] + trainable
 
 
-def test_verdict_says_which_is_right():
-    assert "WRONG" in counting.verdict("x", 4_194_304, 851_968)
-    assert "seed is right" in counting.verdict("x", 65_536, 65_536)
-    assert "seed is right" in counting.verdict("x", 0.0622, 0.062205, digits=4)
-
-
 def test_check_claim_says_whether_a_printed_number_agrees():
     assert counting.check_claim("x", 4_194_304, 851_968) == "x: printed 4,194,304, computed 851,968 -> does NOT agree"
     assert counting.check_claim("x", 65_536, 65_536).endswith("-> agrees")
