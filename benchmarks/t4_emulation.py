@@ -14,11 +14,13 @@
 3. **Whether the memory-efficient kernel accepts K/V expanded without a copy** (stride 0 over the heads), which
    would save repeat_kv's copies.
 
-Writes ``t4_emulation.csv``. The committed one is from this script's first run (2026-12-04, H200), an earlier
-version that measured the overhead once, after a paged AdamW step (its 899 MiB include that optimizer's state),
-also measured the 1B shape's math and memory-efficient peaks at 2,048 and 4,096 tokens (rows "kernel-table"; the
-8B shape's table is in long_context.csv), and stopped at 8,192 tokens, past the 1B shape's 4,096 positions,
-before the stride-0 check (3.), which has therefore not run yet. Re-run it to refresh the file.
+Writes ``t4_emulation.csv``. The committed one is from 2026-12-04 (H200, torch 2.11): the grouped-query call as
+transformers ships it runs the math kernel under the emulation and the cuDNN kernel with every kernel allowed;
+``repeat_kv`` gets the memory-efficient kernel. Outside the allocator: 771 MiB after QLoRA steps, 899 MiB after a
+paged AdamW step. The stride-0 check ran the memory-efficient kernel on the expanded views with a result equal to
+``repeat_interleave``'s; the call allocated 64 MiB, its 32 MiB output and 32 MiB more, less than the 64 MiB that
+copies of K and V would add to the output (what the other 32 MiB hold was not measured). ``longctx.repeat_kv``
+still copies; using the views instead is not done yet.
 """
 
 from __future__ import annotations

@@ -402,10 +402,10 @@ QUIZZES: dict[str, list[Question]] = {
            ("attention's own backward: q, K and V (repeated to the query's heads) with their gradients",
             "Everything that works token by token now exists for one chunk at a time; what attention needs across "
             "the whole sequence is left: longctx.predict_peak's 'attention backward' moment.")),
-        _q("The committed H100 run (every attention kernel allowed) also searched Llama-2-7B's shape: every step, "
-           "from PEFT's default to all four of that day's techniques, fits 4,096 tokens and no more is tried. What "
-           "does that say about the techniques?", 1,
-           ("they do not work on Llama-2", "They work on any Llama-family model: on the Llama-2-7B shape, all "
+        _q("Under the T4 emulation the course also searched Llama-2-7B's shape: every step it ran, from PEFT's "
+           "default to five of the techniques, fits 4,096 tokens and no more is tried. What does that say about "
+           "the techniques?", 1,
+           ("they do not work on Llama-2", "They work on any Llama-family model: on the Llama-2-7B shape, all six "
             "techniques against the plain path agreed to 0.25% (relative gradient norm)."),
            ("nothing: 4,096 is Llama-2's position limit (max_position_embeddings), so every step fits the whole "
             "limit and none can show how much further it would go", "Longer sequences are refused "

@@ -97,15 +97,12 @@ def _facts():
     scale = 2.0 ** 16  # torch.amp.GradScaler's init_scale
     fp16 = torch.finfo(torch.float16)
     long_rows = resources.measurements("long_context.csv")
-    h100_rows = resources.measurements("long_context_h100_all_kernels.csv")  # the 7B shape ran there only
     longest_all = next(int(r["seq_len"]) for r in long_rows if r["step"] == longctx.STEPS[-1][0]
                        and r["kind"] == "longest" and r["shape"] == "llama-3.1-8b")
     setup_note = next(r["note"] for r in long_rows if r["kind"] == "setup")
     torch_on_gpu = ".".join(re.search(r"torch (\d+)\.(\d+)", setup_note).groups())
     grad_diff = {r["shape"]: float(re.search(r"differ by ([\d.e+-]+)", r["note"]).group(1))
                  for r in long_rows if r["step"] == "all techniques vs plain"}
-    grad_diff_h100 = {r["shape"]: float(re.search(r"differ by ([\d.e+-]+)", r["note"]).group(1))
-                      for r in h100_rows if r["step"] == "all techniques vs plain"}
     assert all("loss scale 65536" in r["note"] for r in long_rows if r["step"] == "all techniques vs plain")
     table = quality.read_csv()
 
@@ -213,7 +210,7 @@ def _facts():
                      "8.00 GiB": gib(scores8k), "2.00 GiB": gib(scores8k / 4), "0.25 GiB": gib(8192**2 * 4),
                      "0.50 GiB": gib(2 * 8192**2 * 4)},
         ("10", 8): {"4,096": f"{models.synthetic_config('llama-2-7b').max_position_embeddings:,}",
-                    "0.25%": f"{grad_diff_h100['llama-2-7b']:.2%}", "131,072": f"{c8.max_position_embeddings:,}",
+                    "0.25%": f"{grad_diff['llama-2-7b']:.2%}", "131,072": f"{c8.max_position_embeddings:,}",
                     "32,000": f"{models.synthetic_config('llama-2-7b').vocab_size:,}"},
         ("08", 4): {"13.88 GB": f"{lora7.total_gb:.2f} GB", "3.47 GB": f"{lora7.total_gb / 4:.2f} GB",
                     "6.94 GB": f"{lora7.total_gb / 2:.2f} GB",
@@ -297,8 +294,9 @@ def test_what_quiz_10_says_about_the_peak_and_the_position_limit_is_what_course_
     # Llama-2-7B: every step fits its whole position limit, so the search stops there
     assert all(longctx.predicted_longest(c7, t, prep=prep, available=t4) == c7.max_position_embeddings
                for _, prep, t in longctx.STEPS)
-    rows = [r for r in resources.measurements("long_context_h100_all_kernels.csv")
-            if r["shape"] == "llama-2-7b" and r["kind"] == "longest"]
-    assert len(rows) == 6 and {int(r["seq_len"]) for r in rows} == {c7.max_position_embeddings}  # 'all four'
-    assert {r["step"] for r in rows} == {"peft-default", "lean", "+ chunked loss", "+ offload", "+ no lora dropout",
-                                         "+ tiled mlp"}
+    rows = [r for r in resources.measurements("long_context.csv") if r["shape"] == "llama-2-7b" and r["kind"] == "longest"]
+    assert {int(r["seq_len"]) for r in rows} == {c7.max_position_embeddings} and all(r["fits"] == "True" for r in rows)
+    assert [r["step"] for r in rows] == [name for name, _, _ in longctx.STEPS[:len(rows)]]
+    last = dict((name, t) for name, _, t in longctx.STEPS)[rows[-1]["step"]]
+    assert len(last) == 5 and rows[-1]["kernels"].startswith("T4")  # 'five of the techniques', 'under the emulation'
+    assert "all six" in quiz.questions("10")[8].reasons[0] and len(longctx.TECHNIQUES) == 6
