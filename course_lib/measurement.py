@@ -10,6 +10,7 @@ prediction models, and ``measure_cpu_tensors`` the peak of the bytes CPU tensors
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import resource
 import sys
@@ -87,6 +88,9 @@ def measure(device: str | torch.device | None = None):
             m.end_bytes = torch.cuda.memory_allocated(device)
             m.note = "torch.cuda.max_memory_allocated"
     else:
+        # Garbage left by earlier code (a model in a reference cycle) would otherwise be freed by a collection inside
+        # the block, and the resident set would shrink under what the block allocates.
+        gc.collect()
         m.note = "peak RSS" if _reset_peak_rss() else "peak RSS since the process started"
         m.start_bytes = _rss_bytes()
         try:
