@@ -23,7 +23,7 @@
 # saves little on a small model with a large vocabulary; find what fits on a free Colab T4; and compare the
 # predictions with GPU measurements and with a real 4-bit load on this CPU.
 #
-# **Runs in:** about a minute on a 2-core CPU (this copy took 96 s, on a CPU other jobs shared); no GPU needed.
+# **Runs in:** about a minute on a 2-core CPU (this copy took 47 s); no GPU needed.
 #
 # **Exercises:** [`exercises/05_memory_budgets.ipynb`](../exercises/05_memory_budgets.ipynb) (answers in
 # `solutions/`), linked below where each belongs.

@@ -211,7 +211,8 @@ print(f"bitsandbytes on CUDA: {ok} ({why})")
 device, compute_dtype = qlora.setup_device(preset)  # on a GPU, a T4-like preset prints the emulation it set
 prep = qlora.choose_prep(device, compute_dtype)
 print(f"device {device}, compute dtype {compute_dtype}, preparation {prep!r}")
-print(f"a T4: {memory.GPU_GIB['T4']:.2f} GiB reported by the driver, {memory.usable_bytes('T4') / 2**30:.1f} GiB for a run")
+print(f"a T4: {memory.GPU_GIB['T4'] * 1024:,.0f} MiB ({memory.GPU_GIB['T4']:.2f} GiB) reported by the driver, "
+      f"{memory.usable_bytes('T4') / 2**30:.1f} GiB for a run")
 if device.type == "cuda":
     props = torch.cuda.get_device_properties(device)
     print(f"{props.name}: compute capability {props.major}.{props.minor}, native bf16: {hardware.supports_bf16(device)}")

@@ -21,7 +21,7 @@
 # processes (DDP over gloo, on this CPU) and check the two loss curves agree to float rounding, and predict the
 # memory per GPU of QLoRA with FSDP for 7B–70B models on 1–8 GPUs.
 #
-# **Runs in:** under a minute on a 2-core CPU (this copy took 42 s); it needs no GPU. The
+# **Runs in:** under a minute on a 2-core CPU (this copy took 33 s); it needs no GPU. The
 # 2-GPU measurements this notebook is meant to show are **not measured yet**: see the last section.
 #
 # The code is `course_lib.distributed` (the training script, launched with `accelerate launch`), the accelerate
