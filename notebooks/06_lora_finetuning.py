@@ -21,8 +21,8 @@
 # `Trainer`; measure it again on held-out data (loss, perplexity and a task score); save only the adapter, load it
 # back onto a fresh base, merge it, see a wrong base model refused, and serve two adapters from one base.
 #
-# **Runs in:** this copy took 1037 s on a 2-core CPU that other jobs shared; expect less on a quiet one (an
-# earlier, shorter version took 102 s in `make course`). A GPU is not needed.
+# **Runs in:** about three minutes on a 2-core CPU (this copy took 188 s, on a quiet one; on a CPU that other jobs
+# share, several times that). A GPU is not needed.
 #
 # **Exercises:** [`exercises/06_lora_finetuning.ipynb`](../exercises/06_lora_finetuning.ipynb) (answers in
 # `solutions/`), linked below where each belongs.
